@@ -1,0 +1,1 @@
+"""Configurations (ml_collections) for air_jax runs."""

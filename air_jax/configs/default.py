@@ -1,0 +1,74 @@
+"""Default AIR on Multi-MNIST (50x50, 0-2 digits). `get_config('smoke')` shrinks it for tests.
+
+    python experiments/train.py --config=air_jax/configs/default.py --workdir=/tmp/air
+    python experiments/train.py --config=air_jax/configs/default.py:smoke --config.batch_size=8 ...
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root PRNG key of the run; per step key = fold_in(root, step)
+
+  config.data = ml_collections.ConfigDict(dict(
+      data_dir='',            # MNIST cache folder; '' = $AIR_JAX_DATA_DIR or ~/.cache/air_jax
+      canvas_size=50,
+      train_counts=(0, 1, 2),
+      eval_counts=(0, 1, 2),
+      num_train=60_000,       # scenes composed from MNIST train digits
+      num_eval=1_000,         # held-out scenes composed from MNIST test digits
+      train_seed=1,
+      eval_seed=2,
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      max_steps=3,            # one more than the most objects, so the model can say "stop"
+      difference_input=False,  # True: DAIR (the LSTM sees image - canvas so far)
+      lstm_size=256,
+      predictor_hidden=200,
+      encoder_hidden=200,
+      decoder_hidden=200,
+      baseline_hidden=200,
+      z_what_size=50,
+      glimpse_size=28,
+      patch_size=28,
+      decoder_bias=-2.0,      # new objects start almost blank
+      z_pres_logit_bias=2.0,  # initial q(z_pres) ~ 0.88: start by explaining, learn to stop
+  ))
+
+  config.objective = ml_collections.ConfigDict(dict(
+      likelihood_scale=0.3,
+      z_pres_prior=0.01,       # Bernoulli success probability per step (a geometric count prior)
+      z_pres_prior_start=0.01,  # annealed log-linearly from start to z_pres_prior ...
+      z_pres_prior_anneal_steps=0,  # ... over this many steps (0: fixed)
+      z_where_prior_loc=(0.0, 0.0, 0.0),
+      z_where_prior_scale=(1.0, 1.0, 1.0),
+      signal_decay=0.99,       # EMA decay of the learning signal's running moments
+  ))
+
+  config.batch_size = 64
+  config.learning_rate = 1e-4
+  config.baseline_learning_rate = 1e-3
+  config.grad_clip_norm = 10.0
+  config.num_train_steps = 20_000
+  config.log_every_steps = 100
+  config.eval_every_steps = 1_000
+  config.checkpoint_every_steps = 1_000
+  config.eval_batch_size = 500
+  config.max_checkpoints = 2
+
+  if arg == 'smoke':
+    config.data.num_train = 64
+    config.data.num_eval = 16
+    config.model.lstm_size = 16
+    config.model.predictor_hidden = config.model.encoder_hidden = 16
+    config.model.decoder_hidden = config.model.baseline_hidden = 16
+    config.model.z_what_size = 4
+    config.model.glimpse_size = config.model.patch_size = 8
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 4
+    config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}: use '' or 'smoke'")
+  return config

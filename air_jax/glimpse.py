@@ -1,0 +1,83 @@
+"""Differentiable axis-aligned glimpses: a spatial transformer without rotation.
+
+`z_where = (s, x, y)`. The window's side, as a fraction of the canvas side, is
+    w = w_min + (w_max - w_min) * sigmoid(s)      (positive and bounded: no division by ~0),
+and its centre is (x, y) in normalised canvas coordinates ([-1, 1] spans the canvas; x is
+horizontal, y vertical). A glimpse point g in [-1, 1]^2 lies at canvas point c = w * g + (x, y).
+
+Bilinear sampling with zero padding along one axis is a matrix of triangle-kernel weights
+    K[a, i] = max(0, 1 - |p_a - i|),
+where p_a is the fractional source pixel that target pixel a lands on (pixel centres at
+(2i + 1) / n - 1, as `align_corners=False`). With no rotation the 2-D sampler factorises, so
+both directions are two small batched matmuls (no gathers or scatters):
+    read:  glimpse = K_y  @ image @ K_x^T        K: [G, H] (image -> glimpse)
+    write: canvas  = K'_y @ patch @ K'_x^T       K': [H, G] (the inverse transform)
+"""
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+
+WINDOW_MIN = 0.1
+WINDOW_MAX = 1.0
+
+
+def window_size(s: jax.Array, w_min: float = WINDOW_MIN, w_max: float = WINDOW_MAX) -> jax.Array:
+  """w = w_min + (w_max - w_min) * sigmoid(s): window side as a fraction of the canvas side."""
+  return w_min + (w_max - w_min) * jax.nn.sigmoid(s)
+
+
+def _pixel_centres(n: int) -> jax.Array:
+  """Normalised coordinates of the centres of n pixels: (2i + 1) / n - 1."""
+  return (2.0 * jnp.arange(n, dtype=jnp.float32) + 1.0) / n - 1.0
+
+
+def _to_pixels(c: jax.Array, n: int) -> jax.Array:
+  """Fractional pixel index of normalised coordinate c on an axis of n pixels."""
+  return ((c + 1.0) * n - 1.0) / 2.0
+
+
+def _triangle_kernel(positions: jax.Array, n: int) -> jax.Array:
+  """Bilinear weights [..., P, n] = max(0, 1 - |position - i|) for source pixels i < n."""
+  return jax.nn.relu(1.0 - jnp.abs(positions[..., None] - jnp.arange(n, dtype=positions.dtype)))
+
+
+def read_kernels(z_where: jax.Array, image_shape: Tuple[int, int],
+                 glimpse_shape: Tuple[int, int]) -> Tuple[jax.Array, jax.Array]:
+  """Sampling matrices image -> glimpse: K_y [B, Gh, H], K_x [B, Gw, W]."""
+  w = window_size(z_where[:, 0])[:, None]
+  cy = w * _pixel_centres(glimpse_shape[0]) + z_where[:, 2:3]
+  cx = w * _pixel_centres(glimpse_shape[1]) + z_where[:, 1:2]
+  return (_triangle_kernel(_to_pixels(cy, image_shape[0]), image_shape[0]),
+          _triangle_kernel(_to_pixels(cx, image_shape[1]), image_shape[1]))
+
+
+def write_kernels(z_where: jax.Array, glimpse_shape: Tuple[int, int],
+                  canvas_shape: Tuple[int, int]) -> Tuple[jax.Array, jax.Array]:
+  """Sampling matrices glimpse -> canvas (inverse transform): K'_y [B, H, Gh], K'_x [B, W, Gw]."""
+  w = window_size(z_where[:, 0])[:, None]
+  gy = (_pixel_centres(canvas_shape[0]) - z_where[:, 2:3]) / w
+  gx = (_pixel_centres(canvas_shape[1]) - z_where[:, 1:2]) / w
+  return (_triangle_kernel(_to_pixels(gy, glimpse_shape[0]), glimpse_shape[0]),
+          _triangle_kernel(_to_pixels(gx, glimpse_shape[1]), glimpse_shape[1]))
+
+
+def read(images: jax.Array, z_where: jax.Array, glimpse_shape: Tuple[int, int]) -> jax.Array:
+  """Cuts windows out of images. images: [B, H, W], z_where: [B, 3] -> glimpses [B, Gh, Gw]."""
+  k_y, k_x = read_kernels(z_where, images.shape[1:], glimpse_shape)
+  return jnp.einsum('bgw,bhw->bgh', jnp.einsum('bgi,bij->bgj', k_y, images), k_x)
+
+
+def write(patches: jax.Array, z_where: jax.Array, canvas_shape: Tuple[int, int]) -> jax.Array:
+  """Pastes patches into their windows. patches: [B, Gh, Gw], z_where: [B, 3] -> [B, H, W]."""
+  k_y, k_x = write_kernels(z_where, patches.shape[1:], canvas_shape)
+  return jnp.einsum('bhg,bwg->bhw', jnp.einsum('bha,bag->bhg', k_y, patches), k_x)
+
+
+def boxes(z_where: jax.Array, canvas_shape: Tuple[int, int]) -> jax.Array:
+  """Windows in canvas pixels. z_where: [..., 3] -> [..., 4] = (top, left, height, width)."""
+  w = window_size(z_where[..., 0])
+  height, width = canvas_shape
+  top = (z_where[..., 2] - w + 1.0) / 2.0 * height
+  left = (z_where[..., 1] - w + 1.0) / 2.0 * width
+  return jnp.stack([top, left, w * height, w * width], axis=-1)

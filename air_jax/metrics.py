@@ -1,0 +1,102 @@
+"""Metrics and what a run writes: confusion matrices, progress lines, TensorBoard scalars, the
+run's config and its evaluation history (history.jsonl)."""
+import json
+import pathlib
+import time
+from typing import Any, Callable, Dict
+
+import ml_collections
+import numpy as np
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, max_count: int) -> np.ndarray:
+  """[max_count + 1, max_count + 1] int: row = true count, column = inferred count."""
+  matrix = np.zeros((max_count + 1, max_count + 1), np.int64)
+  np.add.at(matrix, (np.clip(true, 0, max_count), np.clip(predicted, 0, max_count)), 1)
+  return matrix
+
+
+def format_confusion(matrix: np.ndarray) -> str:
+  """Rows: true count, columns: inferred count (only rows with examples)."""
+  header = 'true\\inferred ' + ' '.join(f'{j:>6d}' for j in range(matrix.shape[1]))
+  rows = [f'{i:>13d} ' + ' '.join(f'{v:>6d}' for v in row) for i, row in enumerate(matrix) if row.sum()]
+  return '\n'.join([header] + rows)
+
+
+def progress_line(step: int, total: int, m: Dict[str, float], train_seconds: float) -> str:
+  eta = (total - step) / max(m['steps_per_second'], 1e-9)
+  return (f'step {step}/{total} | {m["steps_per_second"]:.1f} steps/s {m["images_per_second"]:.0f} img/s '
+          f'| elbo {m["elbo"]:.1f} (log p(x|z) {m["log_likelihood"]:.1f}, kl pres {m["kl_pres"]:.2f} '
+          f'where {m["kl_where"]:.2f} what {m["kl_what"]:.1f}) | count {m["count"]:.2f} '
+          f'train acc {m["train_count_accuracy"]:.3f} | t {train_seconds:.0f}s eta {eta:.0f}s')
+
+
+class ProgressPrinter:
+  """Calls log with the fraction done, the rate and the ETA at most every `every` seconds."""
+
+  def __init__(self, what: str, log: Callable[[str], None], every: float = 5.0):
+    self.what, self.log, self.every = what, log, every
+    self.start = self.last = time.time()
+
+  def __call__(self, done: int, total: int) -> None:
+    now = time.time()
+    if now - self.last >= self.every and done < total:
+      rate = done / (now - self.start)
+      self.log(f'{self.what}: {done}/{total} ({rate:.0f}/s, eta {(total - done) / rate:.0f}s)')
+      self.last = now
+
+
+class SummaryWriter:
+  """TensorBoard scalars under <workdir>/tensorboard (tensorboardX: no TensorFlow needed)."""
+
+  def __init__(self, workdir: pathlib.Path):
+    from tensorboardX import SummaryWriter as _Writer
+    self._writer = _Writer(str(pathlib.Path(workdir) / 'tensorboard'))
+
+  def scalars(self, step: int, values: Dict[str, Any]) -> None:
+    for name, value in values.items():
+      if np.ndim(value) == 0:
+        self._writer.add_scalar(name if '/' in name else f'train/{name}', float(value), step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  (pathlib.Path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
+
+
+class History:
+  """history.jsonl: one record per evaluation and per checkpoint. Reopened at a resumed step, it
+  drops records newer than that step, so a resumed run's history matches an uninterrupted one."""
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
+    self.path = pathlib.Path(workdir) / 'history.jsonl'
+    self.records = []
+    if self.path.exists():
+      self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+      self.records = [r for r in self.records if r['step'] <= resume_step]
+    self._rewrite()
+
+  def _rewrite(self) -> None:
+    tmp = self.path.with_suffix('.tmp')
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in self.records))
+    tmp.replace(self.path)
+
+  def append(self, record: Dict[str, Any]) -> None:
+    self.records.append(record)
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+
+  def train_seconds(self) -> float:
+    """Training time up to the last checkpoint record (0 for a new run)."""
+    saved = [r['train_seconds'] for r in self.records if r.get('kind') == 'checkpoint']
+    return saved[-1] if saved else 0.0
+
+  def evaluations(self):
+    return [r for r in self.records if r.get('kind') == 'eval']

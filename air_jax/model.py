@@ -1,0 +1,114 @@
+"""AIR and DAIR: one forward pass of the recurrent inference network and the renderer.
+
+At step i = 1..N the LSTM reads the image (AIR) or the image minus the canvas rendered by steps < i
+(DAIR) together with the previous step's latents, then
+    z_pres_i  ~ Bernoulli(sigmoid(logit_i)) * z_pres_{i-1}     (once 0, always 0)
+    z_where_i ~ N(loc, scale)                                  (reparameterised)
+    z_what_i  ~ N(loc, scale) of the glimpse read at z_where_i  (reparameterised)
+    canvas   += z_pres_i * write(decode(z_what_i), z_where_i)
+In AIR the image's share of the LSTM gates, W x + b, is the same at every step and is computed
+once per image; DAIR uses W (x - canvas) + b = (W x + b) - W canvas with the same W.
+"""
+from typing import NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from air_jax import glimpse
+from air_jax import modules
+
+
+class AIROutput(NamedTuple):
+  """Per-step latents and the rendering; shapes use B images, N steps, D = z_what size."""
+  z_pres_logits: jax.Array  # [B, N] logit of q(z_pres_i = 1 | ...)
+  z_pres: jax.Array         # [B, N] 1 while objects are present (cumulative product of samples)
+  active: jax.Array         # [B, N] z_pres_{i-1}: step i was sampled at all
+  z_where_loc: jax.Array    # [B, N, 3]
+  z_where_scale: jax.Array  # [B, N, 3]
+  z_where: jax.Array        # [B, N, 3]
+  z_what_loc: jax.Array     # [B, N, D]
+  z_what_scale: jax.Array   # [B, N, D]
+  z_what: jax.Array         # [B, N, D]
+  objects: jax.Array        # [B, N, H, W] each step's decoded object on the canvas (not masked)
+  canvas: jax.Array         # [B, H, W] sum_i z_pres_i * objects_i
+  hidden: jax.Array         # [B, N, L] LSTM state that step i's latents were predicted from
+
+
+class AIRStep(nn.Module):
+  """One attend-infer-repeat step, scanned over N steps with parameters shared."""
+  config: ml_collections.ConfigDict
+  use_mode: bool  # True: take q's modes (evaluation); False: sample
+
+  @nn.compact
+  def __call__(self, carry, images, image_gates, image_kernel):
+    cfg = self.config
+    h, c, z_pres, z_where, z_what, canvas = carry
+    batch = images.shape[0]
+
+    gates = image_gates + nn.Dense(4 * cfg.lstm_size, use_bias=False, name='latent_gates')(
+        jnp.concatenate([z_pres[:, None], z_where, z_what], axis=-1))
+    gates += nn.Dense(4 * cfg.lstm_size, use_bias=False, name='recurrent_gates')(h)
+    if cfg.difference_input:
+      gates -= canvas.reshape(batch, -1) @ image_kernel
+    i_gate, f_gate, g_gate, o_gate = jnp.split(gates, 4, axis=-1)
+    c = nn.sigmoid(f_gate + 1.0) * c + nn.sigmoid(i_gate) * jnp.tanh(g_gate)
+    h = nn.sigmoid(o_gate) * jnp.tanh(c)
+
+    logit, where_loc, where_scale = modules.PresWhereHead(
+        cfg.predictor_hidden, cfg.z_pres_logit_bias, name='pres_where')(h)
+    if self.use_mode:
+      present = (logit > 0).astype(jnp.float32)
+      new_z_where = where_loc
+    else:
+      present = jax.random.bernoulli(self.make_rng('sample'), nn.sigmoid(logit)).astype(jnp.float32)
+      new_z_where = where_loc + where_scale * jax.random.normal(self.make_rng('sample'), where_loc.shape)
+    active = z_pres
+    new_z_pres = present * active
+
+    glimpses = glimpse.read(images, new_z_where, (cfg.glimpse_size, cfg.glimpse_size))
+    what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size,
+                                                 name='object_encoder')(glimpses)
+    if self.use_mode:
+      new_z_what = what_loc
+    else:
+      new_z_what = what_loc + what_scale * jax.random.normal(self.make_rng('sample'), what_loc.shape)
+    patches = modules.ObjectDecoder(cfg.decoder_hidden, cfg.patch_size, cfg.decoder_bias,
+                                    name='object_decoder')(new_z_what)
+    objects = glimpse.write(patches, new_z_where, images.shape[1:])
+    canvas = canvas + new_z_pres[:, None, None] * objects
+
+    carry = (h, c, new_z_pres, new_z_where, new_z_what, canvas)
+    outputs = dict(z_pres_logits=logit, z_pres=new_z_pres, active=active,
+                   z_where_loc=where_loc, z_where_scale=where_scale, z_where=new_z_where,
+                   z_what_loc=what_loc, z_what_scale=what_scale, z_what=new_z_what,
+                   objects=objects, hidden=h)
+    return carry, outputs
+
+
+class AIR(nn.Module):
+  """images [B, H, W] in [0, 1] -> AIROutput. Randomness comes from the 'sample' stream."""
+  config: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, images: jax.Array, use_mode: bool = False) -> AIROutput:
+    cfg = self.config
+    chex.assert_rank(images, 3)
+    batch, height, width = images.shape
+    image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),
+                              (height * width, 4 * cfg.lstm_size))
+    image_bias = self.param('image_bias', nn.initializers.zeros, (4 * cfg.lstm_size,))
+    image_gates = images.reshape(batch, -1) @ image_kernel + image_bias  # once per image
+
+    steps = nn.scan(AIRStep, variable_broadcast='params',
+                    split_rngs={'params': False, 'sample': True},
+                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                    length=cfg.max_steps, unroll=cfg.max_steps)
+    zeros = lambda *shape: jnp.zeros((batch,) + shape, images.dtype)
+    carry = (zeros(cfg.lstm_size), zeros(cfg.lstm_size), jnp.ones((batch,), images.dtype),
+             zeros(3), zeros(cfg.z_what_size), zeros(height, width))
+    carry, per_step = steps(cfg, use_mode, name='step')(carry, images, image_gates, image_kernel)
+    per_step = {k: jnp.moveaxis(v, 0, 1) for k, v in per_step.items()}  # [N, B, ...] -> [B, N, ...]
+    return AIROutput(canvas=carry[-1], **per_step)

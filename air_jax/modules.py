@@ -1,0 +1,74 @@
+"""Small Flax modules: MLPs, the object encoder/decoder, the z_pres/z_where head, the baseline."""
+from typing import Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+SCALE_FLOOR = 1e-4  # lower bound on every posterior standard deviation
+
+
+class MLP(nn.Module):
+  """ReLU MLP; the last layer is linear with `output_bias` as its initial bias."""
+  features: Sequence[int]
+  output_bias: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for size in self.features[:-1]:
+      x = nn.relu(nn.Dense(size)(x))
+    return nn.Dense(self.features[-1],
+                    bias_init=nn.initializers.constant(self.output_bias))(x)
+
+
+def gaussian_params(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """Splits [..., 2D] into (loc, scale = softplus(.) + floor), each [..., D]."""
+  loc, raw_scale = jnp.split(x, 2, axis=-1)
+  return loc, nn.softplus(raw_scale) + SCALE_FLOOR
+
+
+class PresWhereHead(nn.Module):
+  """h [B, L] -> q(z_pres) logit [B], q(z_where) loc [B, 3] and scale [B, 3]."""
+  hidden: int
+  z_pres_logit_bias: float
+
+  @nn.compact
+  def __call__(self, h: jax.Array):
+    out = MLP([self.hidden, 7])(h)
+    logit = out[:, 0] + self.z_pres_logit_bias
+    loc, scale = gaussian_params(out[:, 1:])
+    return logit, loc, scale
+
+
+class ObjectEncoder(nn.Module):
+  """Glimpse [B, G, G] -> q(z_what) loc and scale, each [B, D]."""
+  hidden: int
+  z_what_size: int
+
+  @nn.compact
+  def __call__(self, glimpse: jax.Array):
+    out = MLP([self.hidden, 2 * self.z_what_size])(glimpse.reshape(glimpse.shape[0], -1))
+    return gaussian_params(out)
+
+
+class ObjectDecoder(nn.Module):
+  """z_what [B, D] -> patch [B, P, P] = sigmoid(MLP(z_what)); initial logit bias `output_bias`
+  (about -2: a new object starts almost blank)."""
+  hidden: int
+  patch_size: int
+  output_bias: float
+
+  @nn.compact
+  def __call__(self, z_what: jax.Array) -> jax.Array:
+    logits = MLP([self.hidden, self.patch_size ** 2], output_bias=self.output_bias)(z_what)
+    return nn.sigmoid(logits).reshape(-1, self.patch_size, self.patch_size)
+
+
+class Baseline(nn.Module):
+  """NVIL's input-dependent baseline b(x, z_<i) per step, read off the encoder's (stop-gradient)
+  LSTM state at the step: hidden [B, N, L] -> [B, N], in units of the normalised learning signal."""
+  hidden: int
+
+  @nn.compact
+  def __call__(self, hidden_states: jax.Array) -> jax.Array:
+    return MLP([self.hidden, 1])(jax.lax.stop_gradient(hidden_states))[..., 0]

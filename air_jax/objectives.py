@@ -1,0 +1,116 @@
+"""The ELBO and its gradient estimator: reparameterisation for z_where/z_what, REINFORCE with
+NVIL variance reduction for z_pres.
+
+Per image, with m_i = z_pres_{i-1} (step i was sampled) and z_i = z_pres_i:
+    ELBO = log N(x; canvas, sigma^2 I)
+           - sum_i m_i KL(Bern(q_i) || Bern(prior))
+           - sum_i z_i [KL(q(z_where_i) || p(z_where)) + KL(q(z_what_i) || p(z_what))]
+All KLs are analytic given the sampled past (Rao-Blackwellised). z_pres_i can only change the
+likelihood and the terms of later steps, so its learning signal (credit assignment) is
+    l_i = log p(x | z) - sum_{j >= i} z_j KL_cont_j - sum_{j > i} m_j KL_pres_j.
+NVIL: with running mean mu_i and standard deviation sd_i of l_i and a learned baseline b_i(x, z_<i),
+    a_i = (l_i - mu_i) / max(1, sd_i) - b_i,
+    surrogate = -sum_i m_i stop_gradient(a_i) log q(z_pres_i),
+and b_i is regressed on (l_i - mu_i) / max(1, sd_i).
+"""
+import math
+from typing import NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from air_jax.model import AIROutput
+
+
+def normal_log_prob(x: jax.Array, loc: jax.Array, scale: float | jax.Array) -> jax.Array:
+  """Elementwise log N(x; loc, scale^2)."""
+  return -0.5 * jnp.square((x - loc) / scale) - jnp.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def normal_kl(q_loc, q_scale, p_loc, p_scale) -> jax.Array:
+  """Elementwise KL(N(q_loc, q_scale^2) || N(p_loc, p_scale^2))."""
+  ratio = jnp.square(q_scale / p_scale)
+  return 0.5 * (ratio + jnp.square((q_loc - p_loc) / p_scale) - 1.0 - jnp.log(ratio))
+
+
+def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+  """log Bern(x; sigmoid(logits)), stable for large |logits|."""
+  return x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+
+
+def bernoulli_kl(q_logits: jax.Array, p_prob: float | jax.Array) -> jax.Array:
+  """KL(Bern(sigmoid(q_logits)) || Bern(p_prob))."""
+  q = jax.nn.sigmoid(q_logits)
+  return (q * (jax.nn.log_sigmoid(q_logits) - jnp.log(p_prob))
+          + (1.0 - q) * (jax.nn.log_sigmoid(-q_logits) - jnp.log1p(-p_prob)))
+
+
+class ELBOTerms(NamedTuple):
+  log_likelihood: jax.Array  # [B]
+  kl_pres: jax.Array         # [B, N], already masked by m_i
+  kl_where: jax.Array        # [B, N], already masked by z_i
+  kl_what: jax.Array         # [B, N], already masked by z_i
+  elbo: jax.Array            # [B]
+  learning_signal: jax.Array  # [B, N] l_i (no gradient flows through it)
+
+
+def elbo_terms(out: AIROutput, images: jax.Array, *, likelihood_scale: float,
+               z_pres_prior: float | jax.Array, z_where_prior_loc, z_where_prior_scale) -> ELBOTerms:
+  """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]."""
+  log_likelihood = normal_log_prob(images, out.canvas, likelihood_scale).sum(axis=(1, 2))
+  kl_pres = out.active * bernoulli_kl(out.z_pres_logits, z_pres_prior)
+  where_loc = jnp.asarray(z_where_prior_loc, jnp.float32)
+  where_scale = jnp.asarray(z_where_prior_scale, jnp.float32)
+  kl_where = out.z_pres * normal_kl(out.z_where_loc, out.z_where_scale, where_loc, where_scale).sum(-1)
+  kl_what = out.z_pres * normal_kl(out.z_what_loc, out.z_what_scale, 0.0, 1.0).sum(-1)
+  elbo = log_likelihood - (kl_pres + kl_where + kl_what).sum(-1)
+
+  kl_continuous = kl_where + kl_what
+  reverse_cumsum = lambda x: jnp.flip(jnp.cumsum(jnp.flip(x, -1), -1), -1)
+  later_kl_pres = reverse_cumsum(kl_pres) - kl_pres  # sum_{j > i}
+  signal = log_likelihood[:, None] - reverse_cumsum(kl_continuous) - later_kl_pres
+  return ELBOTerms(log_likelihood, kl_pres, kl_where, kl_what, elbo, jax.lax.stop_gradient(signal))
+
+
+@flax.struct.dataclass
+class SignalStats:
+  """Bias-corrected exponential moving moments of the learning signal, one per step."""
+  mean: jax.Array          # [N] uncorrected EMA of l_i
+  second_moment: jax.Array  # [N] uncorrected EMA of l_i^2
+  weight: jax.Array        # [N] 1 - decay^(number of updates): the bias correction
+
+  @classmethod
+  def zeros(cls, num_steps: int) -> 'SignalStats':
+    zeros = lambda: jnp.zeros((num_steps,), jnp.float32)  # three buffers: the step donates them
+    return cls(zeros(), zeros(), zeros())
+
+  def moments(self):
+    """(mean, standard deviation) after bias correction; (0, 1) before any update."""
+    w = jnp.maximum(self.weight, 1e-8)
+    mean = jnp.where(self.weight > 0, self.mean / w, 0.0)
+    var = jnp.where(self.weight > 0, self.second_moment / w - jnp.square(mean), 1.0)
+    return mean, jnp.sqrt(jnp.maximum(var, 0.0))
+
+  def update(self, signal: jax.Array, mask: jax.Array, decay: float) -> 'SignalStats':
+    """Folds in the masked batch moments of signal [B, N]; steps with no active example stay."""
+    count = mask.sum(0)
+    seen = count > 0
+    batch_mean = (signal * mask).sum(0) / jnp.maximum(count, 1.0)
+    batch_sq = (jnp.square(signal) * mask).sum(0) / jnp.maximum(count, 1.0)
+    ema = lambda old, new: jnp.where(seen, decay * old + (1 - decay) * new, old)
+    return SignalStats(ema(self.mean, batch_mean), ema(self.second_moment, batch_sq),
+                       ema(self.weight, 1.0))
+
+
+def normalised_signal(signal: jax.Array, stats: SignalStats) -> jax.Array:
+  """(l_i - mu_i) / max(1, sd_i): the baseline's regression target."""
+  mean, sd = stats.moments()
+  return (signal - mean) / jnp.maximum(sd, 1.0)
+
+
+def reinforce_surrogate(z_pres_log_prob: jax.Array, advantage: jax.Array,
+                        active: jax.Array) -> jax.Array:
+  """Per-image surrogate whose gradient is the score-function term of -ELBO:
+  -sum_i m_i stop_gradient(a_i) grad log q(z_pres_i). Inputs [B, N] -> [B]."""
+  return -(active * jax.lax.stop_gradient(advantage) * z_pres_log_prob).sum(-1)

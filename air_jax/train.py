@@ -1,0 +1,263 @@
+"""Training and evaluation: TrainState, one jit-compiled train step, train_and_evaluate.
+
+Data flows one way: composed scenes -> uint8 batch -> train_step(state, batch, root_key) ->
+metrics / checkpoints. The step key is fold_in(root_key, step), so nothing random is stored.
+"""
+import pathlib
+import sys
+import time
+from typing import Any, Dict
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from air_jax import checkpoints
+from air_jax import metrics as metrics_lib
+from air_jax import model as model_lib
+from air_jax import modules
+from air_jax import objectives
+from air_jax.data import mnist as mnist_lib
+from air_jax.data import multi_mnist
+from air_jax.data import pipeline
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # {'model': AIR params, 'baseline': baseline params}
+  opt_state: Any
+  signal_stats: objectives.SignalStats
+
+
+def build_models(config: ml_collections.ConfigDict):
+  return model_lib.AIR(config.model), modules.Baseline(config.model.baseline_hidden)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with global-norm clipping for the model; its own Adam for the baseline."""
+  labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
+  return optax.multi_transform({
+      'model': optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
+                           optax.adam(config.learning_rate)),
+      'baseline': optax.adam(config.baseline_learning_rate),
+  }, labels)
+
+
+def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
+  air, baseline = build_models(config)
+  size = config.data.canvas_size
+  model_key, sample_key, baseline_key = jax.random.split(key, 3)
+  images = jnp.zeros((1, size, size), jnp.float32)
+  model_params = air.init({'params': model_key, 'sample': sample_key}, images)['params']
+  hidden = jnp.zeros((1, config.model.max_steps, config.model.lstm_size), jnp.float32)
+  params = {'model': model_params, 'baseline': baseline.init(baseline_key, hidden)['params']}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=make_optimizer(config).init(params),
+                    signal_stats=objectives.SignalStats.zeros(config.model.max_steps))
+
+
+def z_pres_prior_at(step: jax.Array, objective: ml_collections.ConfigDict) -> jax.Array:
+  """Prior success probability: log-linear from z_pres_prior_start to z_pres_prior."""
+  if objective.z_pres_prior_anneal_steps <= 0:
+    return jnp.float32(objective.z_pres_prior)
+  fraction = jnp.clip(step / objective.z_pres_prior_anneal_steps, 0.0, 1.0)
+  log_start, log_end = np.log(objective.z_pres_prior_start), np.log(objective.z_pres_prior)
+  return jnp.exp(log_start + fraction * (log_end - log_start))
+
+
+def to_unit_interval(images: jax.Array) -> jax.Array:
+  """uint8 0..255 -> float32 0..1 (floats pass through)."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def elbo_terms_for(config, out, images, prior):
+  obj = config.objective
+  return objectives.elbo_terms(out, images, likelihood_scale=obj.likelihood_scale,
+                               z_pres_prior=prior, z_where_prior_loc=obj.z_where_prior_loc,
+                               z_where_prior_scale=obj.z_where_prior_scale)
+
+
+def make_train_step(config: ml_collections.ConfigDict):
+  """(state, images uint8 [B, H, W], counts [B], root_key) -> (state, metrics); jit-compiled."""
+  air, baseline_net = build_models(config)
+  optimizer = make_optimizer(config)
+
+  def loss_fn(params, stats, images, key, prior):
+    out = air.apply({'params': params['model']}, images, rngs={'sample': key})
+    terms = elbo_terms_for(config, out, images, prior)
+    updated = stats.update(terms.learning_signal, out.active, config.objective.signal_decay)
+    # Centre and scale with the statistics of earlier batches (this batch's only at the start).
+    stats_for_signal = jax.tree.map(lambda old, new: jnp.where(stats.weight > 0, old, new), stats, updated)
+    target = objectives.normalised_signal(terms.learning_signal, stats_for_signal)
+    baseline = baseline_net.apply({'params': params['baseline']}, out.hidden)
+    advantage = target - baseline
+    z_pres_log_prob = objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)
+    surrogate = objectives.reinforce_surrogate(z_pres_log_prob, advantage, out.active)
+    baseline_loss = (out.active * jnp.square(target - baseline)).sum(-1).mean()
+    loss = (surrogate - terms.elbo).mean() + baseline_loss
+    aux = dict(out=out, terms=terms, stats=updated, baseline_loss=baseline_loss,
+               advantage=advantage)
+    return loss, aux
+
+  def train_step(state: TrainState, images, counts, root_key):
+    images = to_unit_interval(images)
+    key = jax.random.fold_in(root_key, state.step)
+    prior = z_pres_prior_at(state.step, config.objective)
+    grads, aux = jax.grad(loss_fn, has_aux=True)(state.params, state.signal_stats, images, key, prior)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out, terms = aux['out'], aux['terms']
+    active = out.active
+    metrics = dict(
+        loss=-terms.elbo.mean(), elbo=terms.elbo.mean(), log_likelihood=terms.log_likelihood.mean(),
+        kl_pres=terms.kl_pres.sum(-1).mean(), kl_where=terms.kl_where.sum(-1).mean(),
+        kl_what=terms.kl_what.sum(-1).mean(), baseline_loss=aux['baseline_loss'],
+        advantage_sd=jnp.sqrt((active * jnp.square(aux['advantage'])).sum() / active.sum()),
+        count=out.z_pres.sum(-1).mean(),
+        train_count_accuracy=(out.z_pres.sum(-1) == counts).mean(),
+        grad_norm=optax.global_norm(grads['model']), z_pres_prior=prior)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           signal_stats=aux['stats'])
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_eval_step(config: ml_collections.ConfigDict):
+  """(model params, images [B, H, W], key) -> per image: inferred count with q's modes, ELBO of a
+  sample, and the modes' latents."""
+  air, _ = build_models(config)
+
+  def eval_step(params, images, key):
+    images = to_unit_interval(images)
+    mode = air.apply({'params': params}, images, use_mode=True)
+    sample = air.apply({'params': params}, images, rngs={'sample': key})
+    prior = jnp.float32(config.objective.z_pres_prior)
+    terms = elbo_terms_for(config, sample, images, prior)
+    return dict(count=mode.z_pres.sum(-1).astype(jnp.int32), elbo=terms.elbo,
+                z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
+                z_where=mode.z_where, z_what=mode.z_what)
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
+             max_count: int) -> Dict[str, Any]:
+  """Count accuracy, per-count confusion and mean ELBO over a random-access source."""
+  predicted, true, elbos = [], [], []
+  for i, batch in enumerate(pipeline.eval_batches(source, batch_size)):
+    n = len(batch['image'])
+    images = batch['image']
+    if n < batch_size:  # pad the last batch: one compiled shape
+      images = np.concatenate([images, np.zeros((batch_size - n,) + images.shape[1:], images.dtype)])
+    result = jax.device_get(eval_step(params, images, jax.random.fold_in(key, i)))
+    predicted.append(result['count'][:n])
+    elbos.append(result['elbo'][:n])
+    true.append(batch['count'])
+  predicted, true = np.concatenate(predicted), np.concatenate(true)
+  return dict(count_accuracy=float((predicted == true).mean()), elbo=float(np.concatenate(elbos).mean()),
+              confusion=metrics_lib.confusion_matrix(true, predicted, max_count))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first invalid setting."""
+  positive = ['batch_size', 'eval_batch_size', 'num_train_steps', 'log_every_steps',
+              'eval_every_steps', 'checkpoint_every_steps', 'learning_rate', 'baseline_learning_rate']
+  for name in positive:
+    if not config[name] > 0:
+      raise ValueError(f'config.{name} must be positive, got {config[name]}')
+  for name in ('max_steps', 'lstm_size', 'z_what_size', 'glimpse_size', 'patch_size'):
+    if not config.model[name] > 0:
+      raise ValueError(f'config.model.{name} must be positive, got {config.model[name]}')
+  if not 0 < config.objective.z_pres_prior < 1:
+    raise ValueError(f'config.objective.z_pres_prior must be in (0, 1), got {config.objective.z_pres_prior}')
+  for counts in ('train_counts', 'eval_counts'):
+    if max(config.data[counts]) > config.model.max_steps:
+      raise ValueError(f'config.data.{counts}={tuple(config.data[counts])} has more objects than '
+                       f'config.model.max_steps={config.model.max_steps} steps can represent')
+
+
+def make_sources(config: ml_collections.ConfigDict, log=print):
+  """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits."""
+  data = config.data
+  digits = mnist_lib.load_mnist(data.data_dir or None)
+  sources = []
+  for split, counts, num, seed in (('train', data.train_counts, data.num_train, data.train_seed),
+                                   ('test', data.eval_counts, data.num_eval, data.eval_seed)):
+    images, labels = digits.split(split)
+    scenes = multi_mnist.MultiMNIST(images, labels, counts=counts, num_examples=num, seed=seed,
+                                    canvas_size=data.canvas_size)
+    start = time.time()
+    progress = metrics_lib.ProgressPrinter(f'composing {split} scenes', log)
+    sources.append(multi_mnist.materialise(scenes, progress=progress))
+    log(f'composed {num} {split} scenes (counts {tuple(counts)}) in {time.time() - start:.1f}s')
+  return tuple(sources)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print) -> Dict[str, Any]:
+  """Trains from scratch or resumes from the latest checkpoint in workdir; returns final metrics."""
+  validate_config(config)
+  workdir = pathlib.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f'workdir {workdir} exists and is not a directory')
+  workdir.mkdir(parents=True, exist_ok=True)
+  metrics_lib.save_config(config, workdir)
+  train_source, eval_source = make_sources(config, log)
+
+  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+  state = init_state(config, init_key)
+  checkpointer = checkpoints.Checkpointer(workdir, config.max_checkpoints)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    log(f'resumed from the checkpoint at step {int(state.step)}')
+  start_step = int(state.step)
+
+  train_step = make_train_step(config)
+  eval_step = make_eval_step(config)
+  writer = metrics_lib.SummaryWriter(workdir)
+  history = metrics_lib.History(workdir, resume_step=start_step)
+  max_count = max(max(config.data.train_counts), max(config.data.eval_counts), config.model.max_steps)
+  batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed, start_step)
+
+  train_seconds = history.train_seconds()
+  interval_start, interval_steps = time.time(), 0
+  result: Dict[str, Any] = {}
+  for step in range(start_step, config.num_train_steps):
+    batch = next(batches)
+    state, step_metrics = train_step(state, batch['image'], batch['count'], train_key)
+    interval_steps += 1
+    done = step + 1
+    if done % config.log_every_steps == 0 or done == config.num_train_steps:
+      step_metrics = jax.device_get(step_metrics)  # waits for the step: timing below is honest
+      elapsed = time.time() - interval_start
+      train_seconds += elapsed
+      step_metrics['steps_per_second'] = interval_steps / elapsed
+      step_metrics['images_per_second'] = interval_steps * config.batch_size / elapsed
+      if not np.isfinite(step_metrics['loss']):
+        raise FloatingPointError(f'non-finite loss at step {done}: {step_metrics}')
+      writer.scalars(done, step_metrics)
+      log(metrics_lib.progress_line(done, config.num_train_steps, step_metrics, train_seconds))
+      interval_start, interval_steps = time.time(), 0
+    if done % config.eval_every_steps == 0 or done == config.num_train_steps:
+      pause = time.time()
+      result = evaluate(eval_step, state.params['model'], eval_source, config.eval_batch_size,
+                        jax.random.fold_in(eval_key, done), max_count)
+      writer.scalars(done, {'eval/count_accuracy': result['count_accuracy'], 'eval/elbo': result['elbo']})
+      history.append(dict(kind='eval', step=done, train_seconds=round(train_seconds, 2),
+                          count_accuracy=result['count_accuracy'], elbo=result['elbo'],
+                          confusion=result['confusion'].tolist()))
+      log(f'eval step {done}: count accuracy {result["count_accuracy"]:.4f}  elbo {result["elbo"]:.1f}  '
+          f'(train time {train_seconds:.0f}s)\n' + metrics_lib.format_confusion(result['confusion']))
+      interval_start += time.time() - pause  # evaluation time is not training time
+    if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
+      checkpointer.save(done, state)
+      history.append(dict(kind='checkpoint', step=done, train_seconds=round(train_seconds, 2)))
+  checkpointer.close()
+  writer.close()
+  return dict(step=int(state.step), **result)
