@@ -35,6 +35,7 @@ class AIROutput(NamedTuple):
   objects: jax.Array        # [B, N, H, W] each step's decoded object on the canvas (not masked)
   canvas: jax.Array         # [B, H, W] sum_i z_pres_i * objects_i
   hidden: jax.Array         # [B, N, L] LSTM state that step i's latents were predicted from
+  image_features: jax.Array  # [B, 4L] the image's share of the LSTM gates, W x + b
 
 
 class AIRStep(nn.Module):
@@ -111,4 +112,4 @@ class AIR(nn.Module):
              zeros(3), zeros(cfg.z_what_size), zeros(height, width))
     carry, per_step = steps(cfg, use_mode, name='step')(carry, images, image_gates, image_kernel)
     per_step = {k: jnp.moveaxis(v, 0, 1) for k, v in per_step.items()}  # [N, B, ...] -> [B, N, ...]
-    return AIROutput(canvas=carry[-1], **per_step)
+    return AIROutput(canvas=carry[-1], image_features=image_gates, **per_step)

@@ -65,10 +65,16 @@ class ObjectDecoder(nn.Module):
 
 
 class Baseline(nn.Module):
-  """NVIL's input-dependent baseline b(x, z_<i) per step, read off the encoder's (stop-gradient)
-  LSTM state at the step: hidden [B, N, L] -> [B, N], in units of the normalised learning signal."""
+  """NVIL's input-dependent baseline b_i(x, z_<i), in units of the normalised learning signal.
+
+  It reads the encoder's features without changing them (stop-gradient): the image's projection
+  image_features [B, F] (computed once per image anyway) and the LSTM state hidden [B, N, L] from
+  which step i's latents were predicted -> [B, N]."""
   hidden: int
 
   @nn.compact
-  def __call__(self, hidden_states: jax.Array) -> jax.Array:
-    return MLP([self.hidden, 1])(jax.lax.stop_gradient(hidden_states))[..., 0]
+  def __call__(self, image_features: jax.Array, hidden_states: jax.Array) -> jax.Array:
+    image_features = jnp.broadcast_to(image_features[:, None, :],
+                                      hidden_states.shape[:2] + image_features.shape[-1:])
+    x = jax.lax.stop_gradient(jnp.concatenate([image_features, hidden_states], axis=-1))
+    return MLP([self.hidden, 1])(x)[..., 0]

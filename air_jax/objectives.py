@@ -8,10 +8,15 @@ Per image, with m_i = z_pres_{i-1} (step i was sampled) and z_i = z_pres_i:
 All KLs are analytic given the sampled past (Rao-Blackwellised). z_pres_i can only change the
 likelihood and the terms of later steps, so its learning signal (credit assignment) is
     l_i = log p(x | z) - sum_{j >= i} z_j KL_cont_j - sum_{j > i} m_j KL_pres_j.
-NVIL: with running mean mu_i and standard deviation sd_i of l_i and a learned baseline b_i(x, z_<i),
-    a_i = (l_i - mu_i) / max(1, sd_i) - b_i,
-    surrogate = -sum_i m_i stop_gradient(a_i) log q(z_pres_i),
-and b_i is regressed on (l_i - mu_i) / max(1, sd_i).
+NVIL variance reduction: with running mean mu_i and standard deviation sd_i of l_i (centring and
+scaling), a learned baseline b_i(x, z_<i) is regressed on the normalised signal
+    t_i = (l_i - mu_i) / s_i,   s_i = max(1, sd_i),
+and the advantage is put back in nats before it weights the score:
+    a_i = s_i (t_i - b_i) = l_i - (mu_i + s_i b_i),
+    surrogate = -sum_i m_i stop_gradient(a_i) log q(z_pres_i).
+Why nats: q(z_pres) also gets pathwise gradients in nats (its analytic KL). Dividing only the score
+term by sd_i (~300 nats early on) would shrink it ~300-fold against that KL, and the KL then
+switches every object off (measured: p(z_pres) on 2-digit images 0.88 -> 0.01 in 600 steps).
 """
 import math
 from typing import NamedTuple
@@ -103,10 +108,11 @@ class SignalStats:
                        ema(self.weight, 1.0))
 
 
-def normalised_signal(signal: jax.Array, stats: SignalStats) -> jax.Array:
-  """(l_i - mu_i) / max(1, sd_i): the baseline's regression target."""
+def normalised_signal(signal: jax.Array, stats: SignalStats):
+  """(t_i, s_i): t_i = (l_i - mu_i) / s_i, the baseline's regression target, and s_i = max(1, sd_i)."""
   mean, sd = stats.moments()
-  return (signal - mean) / jnp.maximum(sd, 1.0)
+  scale = jnp.maximum(sd, 1.0)
+  return (signal - mean) / scale, scale
 
 
 def reinforce_surrogate(z_pres_log_prob: jax.Array, advantage: jax.Array,

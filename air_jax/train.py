@@ -54,7 +54,8 @@ def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
   images = jnp.zeros((1, size, size), jnp.float32)
   model_params = air.init({'params': model_key, 'sample': sample_key}, images)['params']
   hidden = jnp.zeros((1, config.model.max_steps, config.model.lstm_size), jnp.float32)
-  params = {'model': model_params, 'baseline': baseline.init(baseline_key, hidden)['params']}
+  features = jnp.zeros((1, 4 * config.model.lstm_size), jnp.float32)
+  params = {'model': model_params, 'baseline': baseline.init(baseline_key, features, hidden)['params']}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),
                     signal_stats=objectives.SignalStats.zeros(config.model.max_steps))
@@ -94,9 +95,9 @@ def make_train_step(config: ml_collections.ConfigDict):
     updated = stats.update(terms.learning_signal, out.active, config.objective.signal_decay)
     # Centre and scale with the statistics of earlier batches (this batch's only at the start).
     stats_for_signal = jax.tree.map(lambda old, new: jnp.where(stats.weight > 0, old, new), stats, updated)
-    target = objectives.normalised_signal(terms.learning_signal, stats_for_signal)
-    baseline = baseline_net.apply({'params': params['baseline']}, out.hidden)
-    advantage = target - baseline
+    target, scale = objectives.normalised_signal(terms.learning_signal, stats_for_signal)
+    baseline = baseline_net.apply({'params': params['baseline']}, out.image_features, out.hidden)
+    advantage = scale * (target - baseline)  # in nats, like the pathwise terms
     z_pres_log_prob = objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)
     surrogate = objectives.reinforce_surrogate(z_pres_log_prob, advantage, out.active)
     baseline_loss = (out.active * jnp.square(target - baseline)).sum(-1).mean()

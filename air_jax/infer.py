@@ -1,0 +1,142 @@
+"""Run a trained AIR on images and write its latents.
+
+    python -m air_jax.infer --workdir=W --images=IN.npz --output=OUT.npz
+
+IN.npz holds one array [N, H, W] (key 'images', or the file's only array): uint8 0-255 or float
+0-1, H x W the size the model was trained on. OUT.npz gets, with `steps` = the model's max steps:
+  count [N]                 objects found (steps with z_pres on, using q's modes)
+  z_pres_prob [N, steps]    q(z_pres_i = 1 | x, z_<i)
+  z_where [N, steps, 3]     (s, x, y); see air_jax.glimpse
+  boxes [N, steps, 4]       (top, left, height, width) in canvas pixels
+  z_what [N, steps, D]
+Bad input ends with one line on stderr and exit status 1.
+"""
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (its latest checkpoint is used).')
+_IMAGES = flags.DEFINE_string('images', None, 'npz file with images [N, H, W].')
+_OUTPUT = flags.DEFINE_string('output', None, 'npz file to write.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per forward pass.')
+
+
+class InputError(ValueError):
+  """Input the tool cannot use; the message says what is wrong."""
+
+
+def load_images(path: str | pathlib.Path, canvas_size: int) -> np.ndarray:
+  """Reads and checks images -> float32 [N, H, W] in [0, 1]."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise InputError(f'--images: no such file: {path}')
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      names = list(f.keys())
+      if 'images' in names:
+        images = f['images']
+      elif len(names) == 1:
+        images = f[names[0]]
+      else:
+        raise InputError(f"--images: {path} has arrays {names}; name the images 'images'")
+  except InputError:
+    raise
+  except Exception as e:  # not a zip, truncated, pickled objects, ...
+    raise InputError(f'--images: {path} is not a readable npz file ({type(e).__name__}: {e})') from e
+  if images.ndim != 3:
+    raise InputError(f'--images: expected an array [N, H, W], got shape {images.shape}')
+  if images.shape[0] == 0:
+    raise InputError('--images: the array holds no images (N = 0)')
+  if images.shape[1:] != (canvas_size, canvas_size):
+    raise InputError(f'--images: the model takes {canvas_size}x{canvas_size} images, got '
+                     f'{images.shape[1]}x{images.shape[2]}')
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0
+  if not np.issubdtype(images.dtype, np.floating):
+    raise InputError(f'--images: dtype must be uint8 (0-255) or float (0-1), got {images.dtype}')
+  bad = ~np.isfinite(images)
+  if bad.any():
+    raise InputError(f'--images: {int(bad.sum())} pixels are NaN or infinite '
+                     f'(first in image {int(np.argwhere(bad)[0][0])})')
+  if images.min() < 0.0 or images.max() > 1.0:
+    raise InputError(f'--images: float pixels must lie in [0, 1], got [{images.min():g}, {images.max():g}]'
+                     ' (uint8 images are taken as 0-255)')
+  return images.astype(np.float32)
+
+
+def load_model(workdir: str | pathlib.Path):
+  """(config, model params) of the latest checkpoint in workdir."""
+  from air_jax import checkpoints, metrics, train
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise InputError(f'--workdir: no such directory: {workdir}')
+  if not (workdir / 'config.json').is_file():
+    raise InputError(f'--workdir: {workdir} has no config.json: not a training workdir')
+  config = metrics.load_config(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
+  if checkpointer.latest_step() is None:
+    raise InputError(f'--workdir: {workdir} has no checkpoint yet')
+  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
+  state = checkpointer.restore(target)
+  checkpointer.close()
+  return config, state.params['model']
+
+
+def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
+  """Latents of images float32 [N, H, W] in [0, 1] (q's modes)."""
+  from air_jax import glimpse, train
+  eval_step = train.make_eval_step(config)
+  results = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    n = len(chunk)
+    if n < batch_size:
+      chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
+    out = jax.device_get(eval_step(params, chunk, jax.random.key(start)))
+    results.append({k: v[:n] for k, v in out.items()})
+  joined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+  size = config.data.canvas_size
+  return dict(count=joined['count'], z_pres_prob=joined['z_pres_prob'], z_where=joined['z_where'],
+              boxes=np.asarray(glimpse.boxes(joined['z_where'], (size, size))),
+              z_what=joined['z_what'])
+
+
+def run(workdir, images_path, output_path, batch_size: int = 256) -> dict:
+  if batch_size <= 0:
+    raise InputError(f'--batch_size must be positive, got {batch_size}')
+  output_path = pathlib.Path(output_path)
+  if output_path.is_dir():
+    raise InputError(f'--output: {output_path} is a directory')
+  if not output_path.parent.is_dir():
+    raise InputError(f'--output: no such directory: {output_path.parent}')
+  config, params = load_model(workdir)
+  images = load_images(images_path, config.data.canvas_size)
+  result = infer(config, params, images, batch_size)
+  np.savez(output_path, **result)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {argv[1:]}', file=sys.stderr)
+    sys.exit(1)
+  for flag in (_WORKDIR, _IMAGES, _OUTPUT):
+    if not flag.value:
+      print(f'error: --{flag.name} is required', file=sys.stderr)
+      sys.exit(1)
+  try:
+    result = run(_WORKDIR.value, _IMAGES.value, _OUTPUT.value, _BATCH_SIZE.value)
+  except InputError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  counts = np.bincount(result['count'])
+  print(f'wrote {_OUTPUT.value}: {len(result["count"])} images, counts ' +
+        ', '.join(f'{k}: {v}' for k, v in enumerate(counts) if v))
+
+
+if __name__ == '__main__':
+  app.run(main)
