@@ -16,7 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       train_counts=(0, 1, 2),
       eval_counts=(0, 1, 2),
       num_train=60_000,       # scenes composed from MNIST train digits
-      num_eval=1_000,         # held-out scenes composed from MNIST test digits
+      num_eval=5_000,         # held-out scenes composed from MNIST test digits
       train_seed=1,
       eval_seed=2,
   ))
@@ -38,16 +38,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.objective = ml_collections.ConfigDict(dict(
       likelihood_scale=0.3,
-      z_pres_prior=0.01,       # Bernoulli success probability per step (a geometric count prior)
-      z_pres_prior_start=0.01,  # annealed log-linearly from start to z_pres_prior ...
+      z_pres_prior=1e-4,       # Bernoulli success probability per step (a geometric count prior)
+      z_pres_prior_start=1e-4,  # annealed log-linearly from start to z_pres_prior ...
       z_pres_prior_anneal_steps=0,  # ... over this many steps (0: fixed)
       z_where_prior_loc=(0.0, 0.0, 0.0),
-      z_where_prior_scale=(1.0, 1.0, 1.0),
+      z_where_prior_scale=(0.2, 1.0, 1.0),  # tight on the window size: objects are digit-sized
       signal_decay=0.99,       # EMA decay of the learning signal's running moments
   ))
 
   config.batch_size = 64
-  config.learning_rate = 1e-4
+  config.learning_rate = 1e-3
   config.baseline_learning_rate = 1e-3
   config.grad_clip_norm = 10.0
   config.num_train_steps = 20_000
