@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 from absl import app
+from absl import logging
 from absl import flags
 import jax
 import numpy as np
@@ -121,6 +122,7 @@ def run(workdir, images_path, output_path, batch_size: int = 256) -> dict:
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown progress
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}', file=sys.stderr)
     sys.exit(1)

@@ -188,6 +188,7 @@ def make_sources(config: ml_collections.ConfigDict, log=print):
   """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits."""
   data = config.data
   digits = mnist_lib.load_mnist(data.data_dir or None)
+  cache_dir = pathlib.Path(data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
   sources = []
   for split, counts, num, seed in (('train', data.train_counts, data.num_train, data.train_seed),
                                    ('test', data.eval_counts, data.num_eval, data.eval_seed)):
@@ -196,8 +197,8 @@ def make_sources(config: ml_collections.ConfigDict, log=print):
                                     canvas_size=data.canvas_size)
     start = time.time()
     progress = metrics_lib.ProgressPrinter(f'composing {split} scenes', log)
-    sources.append(multi_mnist.materialise(scenes, progress=progress))
-    log(f'composed {num} {split} scenes (counts {tuple(counts)}) in {time.time() - start:.1f}s')
+    sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
+    log(f'{num} {split} scenes (counts {tuple(counts)}) ready in {time.time() - start:.1f}s')
   return tuple(sources)
 
 

@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
+from absl import logging
 from absl import flags
 from ml_collections import config_flags
 
@@ -24,6 +25,7 @@ flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown progress
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:

@@ -7,12 +7,16 @@ carries `image` uint8 [H, W], `count` int32, and per digit (padded with -1 up to
 `boxes` int32 [max_objects, 4] = (top, left, height, width) of the ink in canvas pixels and
 `labels` int32 [max_objects].
 """
+import os
+import pathlib
+import tempfile
 from typing import Dict, Sequence
 
 import numpy as np
 
 DIGIT_SIZE = 28
 MAX_PLACEMENT_TRIES = 200
+COMPOSER_VERSION = 1  # bump when the composing rule changes: names the cached scene files
 
 
 def ink_boxes(digits: np.ndarray) -> np.ndarray:
@@ -129,3 +133,25 @@ def materialise(source, progress=None) -> InMemory:
     if progress is not None:
       progress(i + 1, len(source))
   return InMemory(stack_examples(examples))
+
+
+def cache_name(scenes: MultiMNIST, split: str) -> str:
+  """File name that pins down every example of `scenes` (digits from MNIST's `split`)."""
+  counts = '_'.join(map(str, scenes.counts))
+  return (f'multi_mnist_v{COMPOSER_VERSION}_{split}_counts{counts}_n{scenes.num_examples}'
+          f'_seed{scenes.seed}_canvas{scenes.canvas_size}_max{scenes.max_objects}.npz')
+
+
+def materialise_cached(scenes: MultiMNIST, cache_dir, split: str, progress=None) -> InMemory:
+  """materialise(scenes), read from / written to <cache_dir>/<cache_name> (atomic write)."""
+  path = pathlib.Path(cache_dir) / cache_name(scenes, split)
+  if path.exists():
+    with np.load(path) as f:
+      return InMemory({k: f[k] for k in f.keys()})
+  source = materialise(scenes, progress)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=path.parent, suffix='.tmp', delete=False) as f:
+    np.savez(f, **source.arrays)
+  os.chmod(f.name, 0o644)
+  os.replace(f.name, path)
+  return source

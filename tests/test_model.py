@@ -1,0 +1,115 @@
+"""AIR / DAIR forward pass on the smoke config: shapes, z_pres structure, the canvas."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from air_jax import model as model_lib
+from tests import helpers
+
+B = 8
+
+
+def make_forward(difference_input=False, z_pres_logit_bias=0.0):
+  """jit (params, images, key) -> AIROutput; logit bias 0 so both z_pres values occur often."""
+  config = helpers.smoke_config('')
+  config.model.difference_input = difference_input
+  config.model.z_pres_logit_bias = z_pres_logit_bias
+  air = model_lib.AIR(config.model)
+  return config, jax.jit(lambda params, images, key: air.apply({'params': params}, images,
+                                                               rngs={'sample': key}))
+
+
+@pytest.fixture(scope='module')
+def setup(init_smoke, scene_batch):
+  config, forward = make_forward()
+  params = init_smoke(jax.random.key(0)).params['model']
+  images = jnp.asarray(scene_batch['image'][:B], jnp.float32) / 255.0
+  outputs = [forward(params, images, jax.random.key(k)) for k in range(4)]
+  return config, forward, params, images, outputs
+
+
+def test_output_shapes(setup):
+  config, _, _, _, outputs = setup
+  n, d, l = config.model.max_steps, config.model.z_what_size, config.model.lstm_size
+  out = outputs[0]
+  chex.assert_shape([out.z_pres_logits, out.z_pres, out.active], (B, n))
+  chex.assert_shape([out.z_where_loc, out.z_where_scale, out.z_where], (B, n, 3))
+  chex.assert_shape([out.z_what_loc, out.z_what_scale, out.z_what], (B, n, d))
+  chex.assert_shape(out.objects, (B, n, 50, 50))
+  chex.assert_shape(out.canvas, (B, 50, 50))
+  chex.assert_shape(out.hidden, (B, n, l))
+  chex.assert_shape(out.image_features, (B, 4 * l))
+  chex.assert_tree_all_finite(out)
+
+
+def test_z_pres_is_a_cumulative_product(setup):
+  outputs = setup[-1]
+  z_pres = np.stack([np.asarray(o.z_pres) for o in outputs])
+  active = np.stack([np.asarray(o.active) for o in outputs])
+  assert set(np.unique(z_pres)) <= {0.0, 1.0}
+  assert np.all(np.diff(z_pres, axis=-1) <= 0)  # once 0, always 0
+  np.testing.assert_array_equal(active[..., 0], 1.0)
+  np.testing.assert_array_equal(active[..., 1:], z_pres[..., :-1])
+  counts = z_pres.sum(-1)
+  assert len(np.unique(counts)) >= 3  # the check saw stopping at different steps
+
+
+def test_canvas_is_sum_of_present_objects(setup):
+  for out in setup[-1]:
+    expected = (out.z_pres[:, :, None, None] * out.objects).sum(1)
+    np.testing.assert_allclose(out.canvas, expected, atol=1e-5)
+  out = setup[-1][0]
+  # Objects are not masked: an absent step still decodes ink, which the canvas leaves out.
+  absent_ink = (np.asarray(out.z_pres) == 0) & (np.asarray(out.objects).max(axis=(2, 3)) > 0.05)
+  assert absent_ink.any()
+  assert not np.allclose(out.canvas, out.objects.sum(1), atol=1e-3)
+
+
+def test_scales_positive_and_samples_differ(setup):
+  out0, out1 = setup[-1][:2]
+  assert np.all(np.asarray(out0.z_where_scale) > 0) and np.all(np.asarray(out0.z_what_scale) > 0)
+  assert not np.allclose(out0.z_what[:, 0], out1.z_what[:, 0])
+  np.testing.assert_allclose(out0.z_where_loc[:, 0], out1.z_where_loc[:, 0], atol=1e-6)  # same q_1
+
+
+def test_same_key_same_sample(setup):
+  _, forward, params, images, outputs = setup
+  again = forward(params, images, jax.random.key(0))
+  chex.assert_trees_all_close(again, outputs[0], atol=0, rtol=0)
+
+
+def test_image_features(setup):
+  _, _, params, images, outputs = setup
+  expected = images.reshape(B, -1) @ params['image_kernel'] + params['image_bias']
+  np.testing.assert_allclose(outputs[0].image_features, expected, atol=1e-5)
+
+
+def test_modes(setup):
+  config, _, params, images, _ = setup
+  air = model_lib.AIR(config.model)
+  out = jax.jit(lambda p, x: air.apply({'params': p}, x, use_mode=True))(params, images)
+  expected = np.cumprod(np.asarray(out.z_pres_logits) > 0, axis=1)
+  np.testing.assert_array_equal(out.z_pres, expected)
+  np.testing.assert_array_equal(out.z_where, out.z_where_loc)
+  np.testing.assert_array_equal(out.z_what, out.z_what_loc)
+
+
+def test_dair_runs_and_differs(setup):
+  """DAIR feeds x - canvas: step 1 (blank canvas) matches AIR, later steps differ once drawn."""
+  _, air_forward, params, images, _ = setup
+  _, dair_forward = make_forward(difference_input=True)
+  for k in range(3):
+    key = jax.random.key(100 + k)
+    air, dair = air_forward(params, images, key), dair_forward(params, images, key)
+    chex.assert_tree_all_finite(dair)
+    chex.assert_trees_all_equal_shapes(air, dair)
+    np.testing.assert_allclose(dair.hidden[:, 0], air.hidden[:, 0], atol=1e-6)
+    np.testing.assert_array_equal(dair.z_pres[:, 0], air.z_pres[:, 0])
+    drew = np.asarray(air.z_pres[:, 0]) == 1
+    assert drew.any()
+    gap = np.abs(np.asarray(dair.hidden[:, 1]) - np.asarray(air.hidden[:, 1])).max(-1)
+    assert np.all(gap[drew] > 1e-4)
+    # An image with nothing drawn at step 1 keeps a blank canvas: DAIR == AIR all the way.
+    np.testing.assert_allclose(dair.hidden[~drew], air.hidden[~drew], atol=1e-6)

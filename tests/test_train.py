@@ -1,0 +1,239 @@
+"""The train step (one compile, learning), evaluation, train_and_evaluate and resuming, validation."""
+import json
+import re
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from air_jax import checkpoints
+from air_jax import metrics as metrics_lib
+from air_jax import train
+from air_jax.data import pipeline
+from tests import helpers
+
+B = 8
+
+
+@pytest.fixture(scope='module')
+def traced_step():
+  """make_train_step's function with chex.assert_max_traces(n=1) inside its jax.jit."""
+  real_jit = jax.jit
+  def counting_jit(fun, **kwargs):
+    return real_jit(chex.assert_max_traces(fun, n=1), **kwargs)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(jax, 'jit', counting_jit)
+    step = train.make_train_step(helpers.smoke_config(''))
+  chex.clear_trace_counter()
+  return step
+
+
+def batch(scene_batch, i, size=B):
+  return scene_batch['image'][i * size:(i + 1) * size], scene_batch['count'][i * size:(i + 1) * size]
+
+
+def test_train_step_compiles_once(traced_step, init_smoke, scene_batch):
+  state = init_smoke(jax.random.key(0))
+  key = jax.random.key(1)
+  for i in range(3):  # different images and counts, same shapes
+    images, counts = batch(scene_batch, i)
+    state, _ = traced_step(state, images, counts, key)
+  state, _ = traced_step(state, images, np.zeros(B, np.int32), jax.random.key(7))
+  assert int(state.step) == 4
+  assert traced_step._cache_size() == 1  # pylint: disable=protected-access
+  # The counter does notice a retrace: a different batch size is a new shape.
+  with pytest.raises(AssertionError, match='traced > 1 times'):
+    traced_step(state, images[:4], counts[:4], key)
+
+
+def test_training_learns(traced_step, init_smoke, scene_batch):
+  """On a fixed batch the loss goes down; everything stays finite; both parameter sets move."""
+  state = init_smoke(jax.random.key(0))
+  initial = jax.device_get(state)
+  images, counts = batch(scene_batch, 0)
+  losses = []
+  for _ in range(40):
+    state, step_metrics = traced_step(state, images, counts, jax.random.key(2))
+    losses.append(float(step_metrics['loss']))
+  final = jax.device_get(state)
+  chex.assert_tree_all_finite(final.params)
+  chex.assert_tree_all_finite(step_metrics)
+  assert int(final.step) == 40
+  for part in ('model', 'baseline'):
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), initial.params[part], final.params[part])
+    assert min(jax.tree.leaves(moved)) > 0, part
+  assert float(final.signal_stats.weight[0]) > 0
+  decay = helpers.smoke_config('').objective.signal_decay  # step 1 is active in every image
+  np.testing.assert_allclose(final.signal_stats.weight[0], 1 - decay ** 40, rtol=1e-4)
+  assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 10, losses
+  assert set(step_metrics) >= {'loss', 'elbo', 'kl_pres', 'count', 'grad_norm', 'train_count_accuracy'}
+  assert 0.0 <= float(step_metrics['train_count_accuracy']) <= 1.0
+
+
+def test_z_pres_prior_anneal():
+  objective = helpers.smoke_config('').objective
+  objective.z_pres_prior_anneal_steps = 0
+  np.testing.assert_allclose(train.z_pres_prior_at(jnp.int32(5), objective), objective.z_pres_prior,
+                             rtol=1e-6)
+  objective.z_pres_prior_start, objective.z_pres_prior, objective.z_pres_prior_anneal_steps = 0.5, 0.005, 10
+  values = [float(train.z_pres_prior_at(jnp.int32(t), objective)) for t in (0, 5, 10, 20)]
+  np.testing.assert_allclose(values, [0.5, 0.05, 0.005, 0.005], rtol=1e-5)
+
+
+def test_to_unit_interval():
+  np.testing.assert_allclose(train.to_unit_interval(jnp.array([0, 51, 255], jnp.uint8)), [0, 0.2, 1])
+  np.testing.assert_allclose(train.to_unit_interval(jnp.array([0.25])), [0.25])
+
+
+def test_evaluate_pads_and_counts():
+  """The last short batch is padded to one compiled shape; padding never reaches the metrics."""
+  from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+  seen_shapes = []
+  def fake_eval_step(params, images, key):
+    seen_shapes.append(images.shape)
+    count = (np.asarray(images).reshape(len(images), -1).max(-1) > 0).astype(np.int32)
+    return dict(count=count, elbo=np.full(len(images), -float(len(seen_shapes))))
+  images = np.zeros((10, 4, 4), np.uint8)
+  images[[1, 4, 9]] = 1
+  source = multi_mnist.InMemory(dict(image=images, count=np.array([0, 1, 0, 0, 2, 0, 0, 0, 0, 1], np.int32)))
+  result = train.evaluate(fake_eval_step, None, source, 4, jax.random.key(0), max_count=2)
+  assert seen_shapes == [(4, 4, 4)] * 3
+  assert result['count_accuracy'] == pytest.approx(0.9)
+  assert result['elbo'] == pytest.approx(-(4 * 1 + 4 * 2 + 2 * 3) / 10)
+  np.testing.assert_array_equal(result['confusion'], [[7, 0, 0], [0, 2, 0], [0, 1, 0]])
+
+
+def eval_steps(history):
+  return [r['step'] for r in history if r['kind'] == 'eval']
+
+
+def read_history(workdir):
+  return [json.loads(line) for line in (workdir / 'history.jsonl').read_text().splitlines()]
+
+
+def test_smoke_run_outputs(smoke_run):
+  workdir, result, lines, config = smoke_run
+  assert result['step'] == 4
+  assert 0.0 <= result['count_accuracy'] <= 1.0 and np.isfinite(result['elbo'])
+  assert result['confusion'].sum() == config.data.num_eval
+  history = read_history(workdir)
+  assert eval_steps(history) == [2, 4]
+  assert [r['step'] for r in history if r['kind'] == 'checkpoint'] == [2, 4]
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == [2, 4]
+  assert checkpoints.Checkpointer(workdir).latest_step() == 4
+  assert metrics_lib.load_config(workdir).to_dict() == json.loads(config.to_json_best_effort())
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  assert any(line.startswith('step 4/4') for line in lines)
+  assert any(line.startswith('eval step 2:') for line in lines)
+  assert not any('resumed' in line for line in lines)
+
+
+@pytest.fixture(scope='module')
+def resumed_run(smoke_run, tmp_path_factory):
+  """A copy of the 4-step smoke run, continued by train_and_evaluate to 6 steps."""
+  source, _, _, config = smoke_run
+  workdir = tmp_path_factory.mktemp('resumed') / 'work'
+  shutil.copytree(source, workdir)
+  config = config.copy_and_resolve_references()
+  config.num_train_steps = 6
+  lines = []
+  result = train.train_and_evaluate(config, str(workdir), log=lines.append)
+  return workdir, result, lines, config
+
+
+def test_resume(resumed_run):
+  """A second call with more steps resumes at the last checkpoint and continues the history."""
+  workdir, result, lines, config = resumed_run
+  assert result['step'] == 6
+  assert any(re.fullmatch(r'resumed from the checkpoint at step 4', line) for line in lines), lines
+  assert not any(line.startswith('step 2/') or line.startswith('step 4/') for line in lines)
+  assert any(line.startswith('step 6/6') for line in lines)
+  history = read_history(workdir)
+  assert eval_steps(history) == [2, 4, 6]
+  assert [r['step'] for r in history if r['kind'] == 'checkpoint'] == [2, 4, 6]
+  kept = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  assert kept == [4, 6]  # max_checkpoints = 2
+
+
+def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
+  """4 steps + resume + 2 steps == 6 steps in one go: same batches, keys, optimiser and signal state."""
+  workdir, _, _, config = resumed_run
+  init_key, train_key, _ = jax.random.split(jax.random.key(config.seed), 3)
+  state = init_smoke(init_key)
+  restored = checkpoints.Checkpointer(workdir).restore(jax.eval_shape(lambda: state))
+  assert int(restored.step) == 6
+  train_source, _ = train.make_sources(config, log=lambda s: None)
+  batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed)
+  for _ in range(6):
+    b = next(batches)
+    state, _ = traced_step(state, b['image'], b['count'], train_key)
+  chex.assert_tree_all_finite(restored)
+  chex.assert_trees_all_close(jax.device_get(restored.params), jax.device_get(state.params),
+                              rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(jax.device_get(restored.signal_stats), jax.device_get(state.signal_stats),
+                              rtol=1e-4, atol=1e-3)
+  # The check has teeth: a run that skipped a batch ends elsewhere.
+  other = init_smoke(init_key)
+  for step in (0, 1, 2, 3, 5, 6):
+    b = pipeline.get_batch(train_source, pipeline.batch_indices(step, config.batch_size, len(train_source),
+                                                                config.data.train_seed))
+    other, _ = traced_step(other, b['image'], b['count'], train_key)
+  assert not np.allclose(jax.device_get(other.params['model']['image_kernel']),
+                         jax.device_get(restored.params['model']['image_kernel']), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('field, value, name', [
+    ('num_train_steps', -1, 'num_train_steps'),
+    ('batch_size', 0, 'batch_size'),
+    ('learning_rate', -1e-3, 'learning_rate'),
+    ('model.max_steps', 0, 'max_steps'),
+    ('data.train_counts', (0, 4), 'train_counts'),
+    ('data.eval_counts', (5,), 'eval_counts'),
+    ('objective.z_pres_prior', 0.0, 'z_pres_prior'),
+    ('objective.z_pres_prior', 1.0, 'z_pres_prior'),
+    ('objective.z_pres_prior', 1.5, 'z_pres_prior'),
+])
+def test_validate_config_rejects(field, value, name):
+  config = helpers.smoke_config('')
+  *parents, leaf = field.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=name):
+    train.validate_config(config)
+
+
+def test_validate_config_accepts_smoke_and_default():
+  from air_jax.configs import default  # pylint: disable=g-import-not-at-top
+  train.validate_config(helpers.smoke_config(''))
+  train.validate_config(default.get_config())
+
+
+def test_workdir_is_a_file(tmp_path, mnist_dir):
+  path = tmp_path / 'file'
+  path.write_text('x')
+  with pytest.raises(ValueError, match='not a directory'):
+    train.train_and_evaluate(helpers.smoke_config(mnist_dir), str(path), log=lambda s: None)
+  assert path.read_text() == 'x'
+
+
+def test_history_drops_records_after_resume_step(tmp_path):
+  history = metrics_lib.History(tmp_path)
+  for step in (2, 4, 6):
+    history.append(dict(kind='eval', step=step))
+    history.append(dict(kind='checkpoint', step=step, train_seconds=float(step)))
+  resumed = metrics_lib.History(tmp_path, resume_step=4)
+  assert [r['step'] for r in resumed.evaluations()] == [2, 4]
+  assert resumed.train_seconds() == 4.0
+  assert [r['step'] for r in read_history(tmp_path)] == [2, 2, 4, 4]
+
+
+def test_confusion_matrix():
+  matrix = metrics_lib.confusion_matrix(np.array([0, 1, 1, 2, 5]), np.array([0, 1, 2, 2, 0]), max_count=2)
+  np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 1], [1, 0, 1]])
+  text = metrics_lib.format_confusion(matrix)
+  assert text.splitlines()[0].startswith('true\\inferred')
