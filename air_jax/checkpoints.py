@@ -7,10 +7,10 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Keeps the last `max_to_keep` states under <workdir>/checkpoints."""
 
-  def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 2):
+  def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 2, create: bool = True):
     self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -69,22 +69,30 @@ def load_images(path: str | pathlib.Path, canvas_size: int) -> np.ndarray:
   return images.astype(np.float32)
 
 
-def load_model(workdir: str | pathlib.Path):
-  """(config, model params) of the latest checkpoint in workdir."""
-  from air_jax import checkpoints, metrics, train
+def load_config(workdir: str | pathlib.Path):
+  """The config a training workdir was trained with."""
+  from air_jax import metrics
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise InputError(f'--workdir: no such directory: {workdir}')
   if not (workdir / 'config.json').is_file():
     raise InputError(f'--workdir: {workdir} has no config.json: not a training workdir')
-  config = metrics.load_config(workdir)
-  checkpointer = checkpoints.Checkpointer(workdir)
+  return metrics.load_config(workdir)
+
+
+def load_params(workdir: str | pathlib.Path, config):
+  """Model params of the latest checkpoint in workdir (writes nothing there)."""
+  from air_jax import checkpoints, train
+  workdir = pathlib.Path(workdir)
+  if not (workdir / 'checkpoints').is_dir():
+    raise InputError(f'--workdir: {workdir} has no checkpoint yet')
+  checkpointer = checkpoints.Checkpointer(workdir, create=False)
   if checkpointer.latest_step() is None:
     raise InputError(f'--workdir: {workdir} has no checkpoint yet')
   target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
   state = checkpointer.restore(target)
   checkpointer.close()
-  return config, state.params['model']
+  return state.params['model']
 
 
 def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
@@ -114,9 +122,9 @@ def run(workdir, images_path, output_path, batch_size: int = 256) -> dict:
     raise InputError(f'--output: {output_path} is a directory')
   if not output_path.parent.is_dir():
     raise InputError(f'--output: no such directory: {output_path.parent}')
-  config, params = load_model(workdir)
-  images = load_images(images_path, config.data.canvas_size)
-  result = infer(config, params, images, batch_size)
+  config = load_config(workdir)
+  images = load_images(images_path, config.data.canvas_size)  # bad input fails before any restore
+  result = infer(config, load_params(workdir, config), images, batch_size)
   np.savez(output_path, **result)
   return result
 
@@ -133,7 +141,7 @@ def main(argv):
   try:
     result = run(_WORKDIR.value, _IMAGES.value, _OUTPUT.value, _BATCH_SIZE.value)
   except InputError as e:
-    print(f'error: {e}', file=sys.stderr)
+    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
   counts = np.bincount(result['count'])
   print(f'wrote {_OUTPUT.value}: {len(result["count"])} images, counts ' +

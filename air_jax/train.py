@@ -122,7 +122,7 @@ def make_train_step(config: ml_collections.ConfigDict):
         advantage_sd=jnp.sqrt((active * jnp.square(aux['advantage'])).sum() / active.sum()),
         count=out.z_pres.sum(-1).mean(),
         train_count_accuracy=(out.z_pres.sum(-1) == counts).mean(),
-        grad_norm=optax.global_norm(grads['model']), z_pres_prior=prior)
+        grad_norm=optax.tree.norm(grads['model']), z_pres_prior=prior)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            signal_stats=aux['stats'])
     return new_state, metrics
@@ -176,9 +176,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ('max_steps', 'lstm_size', 'z_what_size', 'glimpse_size', 'patch_size'):
     if not config.model[name] > 0:
       raise ValueError(f'config.model.{name} must be positive, got {config.model[name]}')
-  if not 0 < config.objective.z_pres_prior < 1:
-    raise ValueError(f'config.objective.z_pres_prior must be in (0, 1), got {config.objective.z_pres_prior}')
+  objective = config.objective
+  for name in ('z_pres_prior', 'z_pres_prior_start'):
+    if not 0 < objective[name] < 1:
+      raise ValueError(f'config.objective.{name} must be in (0, 1), got {objective[name]}')
+  if not objective.likelihood_scale > 0:
+    raise ValueError(f'config.objective.likelihood_scale must be positive, got {objective.likelihood_scale}')
+  if not 0 <= objective.signal_decay < 1:
+    raise ValueError(f'config.objective.signal_decay must be in [0, 1), got {objective.signal_decay}')
   for counts in ('train_counts', 'eval_counts'):
+    if not config.data[counts] or min(config.data[counts]) < 0:
+      raise ValueError(f'config.data.{counts} must be a non-empty set of counts >= 0, got {config.data[counts]}')
     if max(config.data[counts]) > config.model.max_steps:
       raise ValueError(f'config.data.{counts}={tuple(config.data[counts])} has more objects than '
                        f'config.model.max_steps={config.model.max_steps} steps can represent')

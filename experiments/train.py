@@ -31,7 +31,7 @@ def main(argv):
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
   except (ValueError, FileNotFoundError, train.mnist_lib.MnistUnavailableError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
   print(f'final: step {result["step"]} held-out count accuracy {result.get("count_accuracy", float("nan")):.4f}')
 

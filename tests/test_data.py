@@ -159,6 +159,10 @@ def scenes(digits, **kwargs):
   return multi_mnist.MultiMNIST(digits.train_images, digits.train_labels, **kwargs)
 
 
+def scenes_of(images, labels):
+  return multi_mnist.MultiMNIST(images, labels, num_examples=4, seed=0)
+
+
 def assert_examples_equal(a, b):
   assert a.keys() == b.keys()
   for k in a:
@@ -238,6 +242,19 @@ class TestMultiMNIST:
     with pytest.raises(ValueError, match='28'):
       multi_mnist.MultiMNIST(bad_digits, np.zeros(len(bad_digits), np.int32), num_examples=1, seed=0)
 
+  def test_impossible_layout_raises(self):
+    full = np.full((4, 28, 28), 255, np.uint8)  # ink fills the frame: two cannot fit on 50x50
+    source = multi_mnist.MultiMNIST(full, np.arange(4), counts=(2,), num_examples=1, seed=0)
+    with pytest.raises(ValueError, match='could not place 2 digits'):
+      source[0]
+
+  def test_cache_name_identifies_the_digits(self, digits):
+    other = digits.train_images.copy()
+    other[0, 14, 14] ^= 1
+    names = {multi_mnist.cache_name(scenes_of(images, digits.train_labels), 'train')
+             for images in (digits.train_images, other)}
+    assert len(names) == 2
+
   def test_index_out_of_range(self, digits):
     source = scenes(digits, num_examples=3)
     with pytest.raises(IndexError):
@@ -253,6 +270,24 @@ class TestMultiMNIST:
     assert len(memory) == 6
     for i in range(6):
       assert_examples_equal(memory[i], source[i])
+
+  def test_materialise_cached(self, digits, tmp_path, monkeypatch):
+    source = scenes(digits, num_examples=6, seed=3)
+    first = multi_mnist.materialise_cached(source, tmp_path / 'scenes', 'train')
+    files = list((tmp_path / 'scenes').iterdir())
+    assert [f.name for f in files] == [multi_mnist.cache_name(source, 'train')]
+    monkeypatch.setattr(multi_mnist, 'materialise', fail_subprocess)  # now read from the file
+    again = multi_mnist.materialise_cached(source, tmp_path / 'scenes', 'train')
+    assert len(again) == 6
+    for i in range(6):
+      assert_examples_equal(again[i], source[i])
+      assert_examples_equal(first[i], source[i])
+    names = {multi_mnist.cache_name(s, split) for s, split in [
+        (source, 'train'), (source, 'test'), (scenes(digits, num_examples=6, seed=4), 'train'),
+        (scenes(digits, num_examples=7, seed=3), 'train'), (scenes(digits, num_examples=6, seed=3,
+                                                                    counts=(1, 2)), 'train'),
+        (scenes(digits, num_examples=6, seed=3, canvas_size=60), 'train')]}
+    assert len(names) == 6
 
   def test_ink_boxes_and_overlap(self):
     digit = np.zeros((1, 28, 28), np.uint8)

@@ -175,6 +175,10 @@ def test_run_bad_workdir(tmp_path, workdir, images):
   with pytest.raises(infer.InputError, match='no checkpoint'):
     infer.run(empty, path, tmp_path / 'out.npz')
   assert not (tmp_path / 'out.npz').exists()
+  assert not (empty / 'checkpoints').exists()  # looking for a checkpoint writes nothing
+  (empty / 'checkpoints').mkdir()
+  with pytest.raises(infer.InputError, match='no checkpoint'):
+    infer.run(empty, path, tmp_path / 'out.npz')
 
 
 def test_run_bad_output_and_batch_size(tmp_path, workdir, images):

@@ -1,5 +1,6 @@
 """The train step (one compile, learning), evaluation, train_and_evaluate and resuming, validation."""
 import json
+import pathlib
 import re
 import shutil
 
@@ -129,6 +130,8 @@ def test_smoke_run_outputs(smoke_run):
   assert any(line.startswith('step 4/4') for line in lines)
   assert any(line.startswith('eval step 2:') for line in lines)
   assert not any('resumed' in line for line in lines)
+  scene_files = sorted(p.name for p in (pathlib.Path(config.data.data_dir) / 'scenes').iterdir())
+  assert len(scene_files) == 2 and all(name.endswith('.npz') for name in scene_files)  # train, test
 
 
 @pytest.fixture(scope='module')
@@ -195,6 +198,11 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
     ('objective.z_pres_prior', 0.0, 'z_pres_prior'),
     ('objective.z_pres_prior', 1.0, 'z_pres_prior'),
     ('objective.z_pres_prior', 1.5, 'z_pres_prior'),
+    ('objective.z_pres_prior_start', 0.0, 'z_pres_prior_start'),
+    ('objective.likelihood_scale', -1.0, 'likelihood_scale'),
+    ('objective.signal_decay', 1.5, 'signal_decay'),
+    ('data.train_counts', (), 'train_counts'),
+    ('data.eval_counts', (-1, 1), 'eval_counts'),
 ])
 def test_validate_config_rejects(field, value, name):
   config = helpers.smoke_config('')

@@ -7,6 +7,7 @@ carries `image` uint8 [H, W], `count` int32, and per digit (padded with -1 up to
 `boxes` int32 [max_objects, 4] = (top, left, height, width) of the ink in canvas pixels and
 `labels` int32 [max_objects].
 """
+import hashlib
 import os
 import pathlib
 import tempfile
@@ -15,7 +16,8 @@ from typing import Dict, Sequence
 import numpy as np
 
 DIGIT_SIZE = 28
-MAX_PLACEMENT_TRIES = 200
+MAX_PLACEMENT_TRIES = 200  # positions tried per digit before new digits are drawn
+MAX_DRAWS = 1000           # draws of digits per example before the layout is declared impossible
 COMPOSER_VERSION = 1  # bump when the composing rule changes: names the cached scene files
 
 
@@ -51,6 +53,7 @@ class MultiMNIST:
     if num_examples <= 0:
       raise ValueError(f'num_examples must be positive, got {num_examples}')
     self.digits, self.labels = digits, np.asarray(labels, np.int32)
+    self.digits_digest = hashlib.sha1(digits.tobytes() + self.labels.tobytes()).hexdigest()[:10]
     self.ink = ink_boxes(digits)
     self.counts, self.num_examples, self.seed = counts, int(num_examples), int(seed)
     self.canvas_size = int(canvas_size)
@@ -63,7 +66,7 @@ class MultiMNIST:
 
   def _place(self, rng: np.random.Generator, count: int):
     """Digit indices and frame corners whose ink boxes are pairwise disjoint."""
-    while True:
+    for _ in range(MAX_DRAWS):
       chosen = rng.integers(0, len(self.digits), size=count)
       corners, placed = [], []
       for d in chosen:
@@ -79,6 +82,8 @@ class MultiMNIST:
           break  # this digit does not fit beside the others: draw new digits
       if len(placed) == count:
         return chosen, corners, placed
+    raise ValueError(f'could not place {count} digits without overlap on a {self.canvas_size}x'
+                     f'{self.canvas_size} canvas in {MAX_DRAWS} draws: use fewer digits or a larger canvas')
 
   def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
     index = int(index)
@@ -139,7 +144,8 @@ def cache_name(scenes: MultiMNIST, split: str) -> str:
   """File name that pins down every example of `scenes` (digits from MNIST's `split`)."""
   counts = '_'.join(map(str, scenes.counts))
   return (f'multi_mnist_v{COMPOSER_VERSION}_{split}_counts{counts}_n{scenes.num_examples}'
-          f'_seed{scenes.seed}_canvas{scenes.canvas_size}_max{scenes.max_objects}.npz')
+          f'_seed{scenes.seed}_canvas{scenes.canvas_size}_max{scenes.max_objects}'
+          f'_digits{scenes.digits_digest}.npz')
 
 
 def materialise_cached(scenes: MultiMNIST, cache_dir, split: str, progress=None) -> InMemory:

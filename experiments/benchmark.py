@@ -1,0 +1,129 @@
+"""Train-step throughput: compile time, steady-state steps/s and images/s, FLOPs and roofline.
+
+    python experiments/benchmark.py --batch_sizes=64,256,1024 --output=/tmp/bench.json
+
+For each batch size: the step is compiled ahead of time (compile time reported apart), warmed
+up, then timed in `--repeats` blocks of `--steps` steps, each block ended by block_until_ready.
+FLOPs per step come from XLA's cost analysis; the roofline is this machine's dense matmul rate,
+measured in the same run, so the table shows the fraction of it that the step reaches. Batches are
+synthetic (random uint8 images of the configured size): no MNIST needed.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from air_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', os.path.join(os.path.dirname(__file__), '..', 'air_jax', 'configs', 'default.py'),
+    'Model config (get_config); the batch size is set per row.')
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['64', '256', '1024'], 'Global batch sizes to time.')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Steps per timed block.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed blocks per batch size (median and spread).')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compiling.')
+_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul for the roofline.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Write the results here as JSON.')
+
+
+def matmul_rate(size: int, repeats: int = 5) -> float:
+  """Median GFLOP/s of a float32 [size, size] @ [size, size] on the default device."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def step_flops(compiled) -> float:
+  """FLOPs of one step from XLA's cost analysis (nan where the backend gives none)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', float('nan')))
+
+
+def benchmark_batch(config, batch_size: int, steps: int, repeats: int, warmup: int) -> dict:
+  config = config.copy_and_resolve_references()
+  config.batch_size = batch_size
+  size = config.data.canvas_size
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (batch_size, size, size), dtype=np.uint8)
+  counts = rng.integers(0, 3, (batch_size,)).astype(np.int32)
+  key = jax.random.key(0)
+  state = train.init_state(config, jax.random.key(1))
+  step = train.make_train_step(config)
+
+  start = time.perf_counter()
+  compiled = step.lower(state, images, counts, key).compile()
+  compile_seconds = time.perf_counter() - start
+  flops = step_flops(compiled)
+
+  for _ in range(warmup):
+    state, metrics = compiled(state, images, counts, key)
+  jax.block_until_ready(metrics)
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = compiled(state, images, counts, key)
+    jax.block_until_ready((state, metrics))
+    rates.append(steps / (time.perf_counter() - start))
+  median = statistics.median(rates)
+  return dict(batch_size=batch_size, compile_seconds=compile_seconds, steps_per_second=median,
+              steps_per_second_min=min(rates), steps_per_second_max=max(rates),
+              images_per_second=median * batch_size, flops_per_step=flops,
+              gflops_per_second=flops * median / 1e9)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  except ValueError:
+    print(f'error: --batch_sizes must be integers, got {_BATCH_SIZES.value}', file=sys.stderr)
+    sys.exit(1)
+  if min(batch_sizes) <= 0 or _STEPS.value <= 0 or _REPEATS.value <= 0:
+    print('error: --batch_sizes, --steps and --repeats must be positive', file=sys.stderr)
+    sys.exit(1)
+  device = jax.devices()[0]
+  roofline = matmul_rate(_MATMUL_SIZE.value)
+  print(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}); '
+        f'matmul roofline {roofline:.1f} GFLOP/s (float32 {_MATMUL_SIZE.value}^3)', flush=True)
+  header = (f'{"batch":>6} {"compile s":>9} {"steps/s":>8} {"(min-max)":>15} {"images/s":>9} '
+            f'{"GFLOP/step":>10} {"GFLOP/s":>8} {"roofline":>8}')
+  print(header, flush=True)
+  rows = []
+  for batch_size in batch_sizes:
+    row = benchmark_batch(_CONFIG.value, batch_size, _STEPS.value, _REPEATS.value, _WARMUP.value)
+    row['roofline_fraction'] = row['gflops_per_second'] / roofline
+    rows.append(row)
+    print(f'{batch_size:>6} {row["compile_seconds"]:>9.1f} {row["steps_per_second"]:>8.2f} '
+          f'{row["steps_per_second_min"]:>7.2f}-{row["steps_per_second_max"]:<7.2f} '
+          f'{row["images_per_second"]:>9.0f} {row["flops_per_step"] / 1e9:>10.3f} '
+          f'{row["gflops_per_second"]:>8.1f} {row["roofline_fraction"]:>8.1%}', flush=True)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, 'w') as f:
+      json.dump(dict(device=str(device.device_kind), backend=jax.default_backend(),
+                     device_count=jax.device_count(), matmul_gflops=roofline, rows=rows), f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
