@@ -98,6 +98,8 @@ def load_params(workdir: str | pathlib.Path, config):
 def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
   """Latents of images float32 [N, H, W] in [0, 1] (q's modes)."""
   from air_jax import glimpse, train
+  devices = jax.device_count()
+  batch_size = -(-batch_size // devices) * devices  # padded batches split evenly over devices
   eval_step = train.make_eval_step(config)
   results = []
   for start in range(0, len(images), batch_size):

@@ -3,6 +3,7 @@
 Data flows one way: composed scenes -> uint8 batch -> train_step(state, batch, root_key) ->
 metrics / checkpoints. The step key is fold_in(root_key, step), so nothing random is stored.
 """
+import functools
 import pathlib
 import sys
 import time
@@ -20,6 +21,7 @@ from air_jax import metrics as metrics_lib
 from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
+from air_jax import parallel
 from air_jax.data import mnist as mnist_lib
 from air_jax.data import multi_mnist
 from air_jax.data import pipeline
@@ -48,6 +50,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
+  """A new TrainState (unsharded; see create_train_state for the sharded one)."""
   air, baseline = build_models(config)
   size = config.data.canvas_size
   model_key, sample_key, baseline_key = jax.random.split(key, 3)
@@ -59,6 +62,11 @@ def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),
                     signal_stats=objectives.SignalStats.zeros(config.model.max_steps))
+
+
+def create_train_state(config: ml_collections.ConfigDict, key: jax.Array, mesh) -> TrainState:
+  """init_state built directly replicated over the mesh."""
+  return parallel.create_replicated(functools.partial(init_state, config), key, mesh)
 
 
 def z_pres_prior_at(step: jax.Array, objective: ml_collections.ConfigDict) -> jax.Array:
@@ -84,10 +92,12 @@ def elbo_terms_for(config, out, images, prior):
                                z_where_prior_scale=obj.z_where_prior_scale)
 
 
-def make_train_step(config: ml_collections.ConfigDict):
-  """(state, images uint8 [B, H, W], counts [B], root_key) -> (state, metrics); jit-compiled."""
+def make_loss_fn(config: ml_collections.ConfigDict):
+  """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior) -> (loss, aux).
+
+  loss = mean over images of (surrogate - ELBO) + baseline regression loss: its gradient is the
+  ELBO gradient estimate for the model and the baseline's squared-error gradient for the baseline."""
   air, baseline_net = build_models(config)
-  optimizer = make_optimizer(config)
 
   def loss_fn(params, stats, images, key, prior):
     out = air.apply({'params': params['model']}, images, rngs={'sample': key})
@@ -105,6 +115,15 @@ def make_train_step(config: ml_collections.ConfigDict):
     aux = dict(out=out, terms=terms, stats=updated, baseline_loss=baseline_loss,
                advantage=advantage)
     return loss, aux
+
+  return loss_fn
+
+
+def make_train_step(config: ml_collections.ConfigDict, mesh=None):
+  """(state, images uint8 [B, H, W], counts [B], root_key) -> (state, metrics), compiled once for
+  the mesh (default: all devices): batch sharded over 'data', state replicated, state donated."""
+  loss_fn = make_loss_fn(config)
+  optimizer = make_optimizer(config)
 
   def train_step(state: TrainState, images, counts, root_key):
     images = to_unit_interval(images)
@@ -127,10 +146,13 @@ def make_train_step(config: ml_collections.ConfigDict):
                            signal_stats=aux['stats'])
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=(0,))
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  data, same = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(same, data, data, same), out_shardings=(same, same),
+                 donate_argnums=(0,))
 
 
-def make_eval_step(config: ml_collections.ConfigDict):
+def make_eval_step(config: ml_collections.ConfigDict, mesh=None):
   """(model params, images [B, H, W], key) -> per image: inferred count with q's modes, ELBO of a
   sample, and the modes' latents."""
   air, _ = build_models(config)
@@ -145,19 +167,23 @@ def make_eval_step(config: ml_collections.ConfigDict):
                 z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
                 z_where=mode.z_where, z_what=mode.z_what)
 
-  return jax.jit(eval_step)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  data, same = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  return jax.jit(eval_step, in_shardings=(same, data, same), out_shardings=data)
 
 
 def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
-             max_count: int) -> Dict[str, Any]:
+             max_count: int, mesh=None) -> Dict[str, Any]:
   """Count accuracy, per-count confusion and mean ELBO over a random-access source."""
+  mesh = mesh if mesh is not None else parallel.make_mesh()
   predicted, true, elbos = [], [], []
   for i, batch in enumerate(pipeline.eval_batches(source, batch_size)):
     n = len(batch['image'])
     images = batch['image']
     if n < batch_size:  # pad the last batch: one compiled shape
       images = np.concatenate([images, np.zeros((batch_size - n,) + images.shape[1:], images.dtype)])
-    result = jax.device_get(eval_step(params, images, jax.random.fold_in(key, i)))
+    images = parallel.put_batch({'image': images[parallel.process_slice(batch_size)]}, mesh)['image']
+    result = parallel.to_host(eval_step(params, images, jax.random.fold_in(key, i)))
     predicted.append(result['count'][:n])
     elbos.append(result['elbo'][:n])
     true.append(batch['count'])
@@ -210,9 +236,23 @@ def make_sources(config: ml_collections.ConfigDict, log=print):
   return tuple(sources)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print) -> Dict[str, Any]:
-  """Trains from scratch or resumes from the latest checkpoint in workdir; returns final metrics."""
+def global_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
+  """per_device_batch_size x devices when that is set (> 0), else batch_size."""
+  if config.get('per_device_batch_size', 0) > 0:
+    return config.per_device_batch_size * mesh.devices.size
+  return config.batch_size
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print,
+                       mesh=None) -> Dict[str, Any]:
+  """Trains from scratch or resumes from the latest checkpoint in workdir; returns final metrics.
+  The batch is sharded over `mesh` (default: every device)."""
   validate_config(config)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  config = config.copy_and_resolve_references()
+  config.batch_size = global_batch_size(config, mesh)
+  parallel.check_divisible(config.batch_size, mesh, 'batch_size')
+  parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f'workdir {workdir} exists and is not a directory')
@@ -221,25 +261,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   train_source, eval_source = make_sources(config, log)
 
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
-  state = init_state(config, init_key)
+  state = create_train_state(config, init_key, mesh)
   checkpointer = checkpoints.Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     log(f'resumed from the checkpoint at step {int(state.step)}')
   start_step = int(state.step)
 
-  train_step = make_train_step(config)
-  eval_step = make_eval_step(config)
+  train_step = make_train_step(config, mesh)
+  eval_step = make_eval_step(config, mesh)
+  log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}), global batch {config.batch_size}')
   writer = metrics_lib.SummaryWriter(workdir)
   history = metrics_lib.History(workdir, resume_step=start_step)
   max_count = max(max(config.data.train_counts), max(config.data.eval_counts), config.model.max_steps)
   batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed, start_step)
+  local = parallel.process_slice(config.batch_size)  # this process's share of each global batch
 
   train_seconds = history.train_seconds()
   interval_start, interval_steps = time.time(), 0
   result: Dict[str, Any] = {}
   for step in range(start_step, config.num_train_steps):
     batch = next(batches)
+    batch = parallel.put_batch({k: batch[k][local] for k in ('image', 'count')}, mesh)
     state, step_metrics = train_step(state, batch['image'], batch['count'], train_key)
     interval_steps += 1
     done = step + 1
@@ -257,7 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     if done % config.eval_every_steps == 0 or done == config.num_train_steps:
       pause = time.time()
       result = evaluate(eval_step, state.params['model'], eval_source, config.eval_batch_size,
-                        jax.random.fold_in(eval_key, done), max_count)
+                        jax.random.fold_in(eval_key, done), max_count, mesh)
       writer.scalars(done, {'eval/count_accuracy': result['count_accuracy'], 'eval/elbo': result['elbo']})
       history.append(dict(kind='eval', step=done, train_seconds=round(train_seconds, 2),
                           count_accuracy=result['count_accuracy'], elbo=result['elbo'],

@@ -21,11 +21,17 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(__file__), '..', 'air_jax', 'configs', 'default.py'),
     'Path to a config file (get_config); append :smoke for a tiny run.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and history go.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-host (TPU pod, multi-node GPU): call jax.distributed.initialize() '
+    'first; every process runs this same command and feeds its share of each global batch.')
 flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown progress
+  if _DISTRIBUTED.value:
+    import jax
+    jax.distributed.initialize()  # cluster settings from the environment (TPU, SLURM, ...)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:

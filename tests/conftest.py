@@ -3,10 +3,16 @@
 Nothing in the suite downloads: every config points at a fake `mnist.npz`, and
 `mnist.download_wheel` is replaced by a function that fails for the whole session.
 """
+import os
 import pathlib
 import sys
 
-import pytest
+# Four fake CPU devices for the whole suite (before JAX starts): every training path in the tests
+# runs sharded over a 4-device mesh, and test_parallel compares it with a 1-device mesh.
+if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4').strip()
+
+import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -50,11 +56,11 @@ def smoke_run(mnist_dir, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def init_smoke():
-  """jit-compiled key -> fresh smoke TrainState (eager init_state is several times slower)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from air_jax import train  # pylint: disable=g-import-not-at-top
+  """jit-compiled key -> fresh smoke TrainState, replicated over all devices like the train step's
+  output (so the step sees one input sharding; eager init_state is several times slower)."""
+  from air_jax import parallel, train  # pylint: disable=g-import-not-at-top
   config = helpers.smoke_config('')
-  return jax.jit(lambda key: train.init_state(config, key))
+  return parallel.replicated_init(lambda key: train.init_state(config, key), parallel.make_mesh())
 
 
 @pytest.fixture(scope='session')

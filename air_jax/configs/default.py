@@ -46,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       signal_decay=0.99,       # EMA decay of the learning signal's running moments
   ))
 
-  config.batch_size = 64
+  config.batch_size = 64            # global batch (split over all devices)
+  config.per_device_batch_size = 0  # > 0: global batch = this x number of devices instead
   config.learning_rate = 1e-3
   config.baseline_learning_rate = 1e-3
   config.grad_clip_norm = 10.0
