@@ -38,6 +38,19 @@ class AIROutput(NamedTuple):
   image_features: jax.Array  # [B, 4L] the image's share of the LSTM gates, W x + b
 
 
+def matmul_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
+  """The dtype matmuls run in: config model.matmul_dtype, 'float32' (default) or 'bfloat16'."""
+  name = cfg.get('matmul_dtype', 'float32')
+  if name not in ('float32', 'bfloat16'):
+    raise ValueError(f"config.model.matmul_dtype must be 'float32' or 'bfloat16', got {name!r}")
+  return jnp.dtype(name)
+
+
+def project(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  """x @ kernel with the matmul in dtype, accumulated and returned in float32."""
+  return jnp.matmul(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
+
+
 class AIRStep(nn.Module):
   """One attend-infer-repeat step, scanned over N steps with parameters shared."""
   config: ml_collections.ConfigDict
@@ -49,17 +62,19 @@ class AIRStep(nn.Module):
     h, c, z_pres, z_where, z_what, canvas = carry
     batch = images.shape[0]
 
-    gates = image_gates + nn.Dense(4 * cfg.lstm_size, use_bias=False, name='latent_gates')(
+    dtype = matmul_dtype(cfg)
+    gates = image_gates + modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype,
+                                        name='latent_gates')(
         jnp.concatenate([z_pres[:, None], z_where, z_what], axis=-1))
-    gates += nn.Dense(4 * cfg.lstm_size, use_bias=False, name='recurrent_gates')(h)
+    gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='recurrent_gates')(h)
     if cfg.difference_input:
-      gates -= canvas.reshape(batch, -1) @ image_kernel
+      gates -= project(canvas.reshape(batch, -1), image_kernel, dtype)
     i_gate, f_gate, g_gate, o_gate = jnp.split(gates, 4, axis=-1)
     c = nn.sigmoid(f_gate + 1.0) * c + nn.sigmoid(i_gate) * jnp.tanh(g_gate)
     h = nn.sigmoid(o_gate) * jnp.tanh(c)
 
     logit, where_loc, where_scale = modules.PresWhereHead(
-        cfg.predictor_hidden, cfg.z_pres_logit_bias, name='pres_where')(h)
+        cfg.predictor_hidden, cfg.z_pres_logit_bias, dtype=dtype, name='pres_where')(h)
     if self.use_mode:
       present = (logit > 0).astype(jnp.float32)
       new_z_where = where_loc
@@ -70,14 +85,14 @@ class AIRStep(nn.Module):
     new_z_pres = present * active
 
     glimpses = glimpse.read(images, new_z_where, (cfg.glimpse_size, cfg.glimpse_size))
-    what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size,
+    what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size, dtype=dtype,
                                                  name='object_encoder')(glimpses)
     if self.use_mode:
       new_z_what = what_loc
     else:
       new_z_what = what_loc + what_scale * jax.random.normal(self.make_rng('sample'), what_loc.shape)
     patches = modules.ObjectDecoder(cfg.decoder_hidden, cfg.patch_size, cfg.decoder_bias,
-                                    name='object_decoder')(new_z_what)
+                                    dtype=dtype, name='object_decoder')(new_z_what)
     objects = glimpse.write(patches, new_z_where, images.shape[1:])
     canvas = canvas + new_z_pres[:, None, None] * objects
 
@@ -101,7 +116,7 @@ class AIR(nn.Module):
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),
                               (height * width, 4 * cfg.lstm_size))
     image_bias = self.param('image_bias', nn.initializers.zeros, (4 * cfg.lstm_size,))
-    image_gates = images.reshape(batch, -1) @ image_kernel + image_bias  # once per image
+    image_gates = project(images.reshape(batch, -1), image_kernel, matmul_dtype(cfg)) + image_bias  # once per image
 
     steps = nn.scan(AIRStep, variable_broadcast='params',
                     split_rngs={'params': False, 'sample': True},

@@ -8,17 +8,33 @@ import jax.numpy as jnp
 SCALE_FLOOR = 1e-4  # lower bound on every posterior standard deviation
 
 
+class Dense(nn.Module):
+  """nn.Dense whose matmul runs in `dtype` (e.g. bfloat16) on float32 parameters; the result is
+  float32 again, so nonlinearities, the LSTM state and sums stay in float32."""
+  features: int
+  use_bias: bool = True
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nn.Dense(self.features, use_bias=self.use_bias, bias_init=self.bias_init, dtype=self.dtype,
+                 param_dtype=jnp.float32, name='dense')(x)
+    return y.astype(jnp.float32)
+
+
 class MLP(nn.Module):
   """ReLU MLP; the last layer is linear with `output_bias` as its initial bias."""
   features: Sequence[int]
   output_bias: float = 0.0
+  dtype: jnp.dtype = jnp.float32  # matmul dtype
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for size in self.features[:-1]:
-      x = nn.relu(nn.Dense(size)(x))
-    return nn.Dense(self.features[-1],
-                    bias_init=nn.initializers.constant(self.output_bias))(x)
+      x = nn.relu(Dense(size, dtype=self.dtype)(x))
+    return Dense(self.features[-1], bias_init=nn.initializers.constant(self.output_bias),
+                 dtype=self.dtype)(x)
 
 
 def gaussian_params(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -31,10 +47,11 @@ class PresWhereHead(nn.Module):
   """h [B, L] -> q(z_pres) logit [B], q(z_where) loc [B, 3] and scale [B, 3]."""
   hidden: int
   z_pres_logit_bias: float
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, h: jax.Array):
-    out = MLP([self.hidden, 7])(h)
+    out = MLP([self.hidden, 7], dtype=self.dtype)(h)
     logit = out[:, 0] + self.z_pres_logit_bias
     loc, scale = gaussian_params(out[:, 1:])
     return logit, loc, scale
@@ -44,10 +61,11 @@ class ObjectEncoder(nn.Module):
   """Glimpse [B, G, G] -> q(z_what) loc and scale, each [B, D]."""
   hidden: int
   z_what_size: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, glimpse: jax.Array):
-    out = MLP([self.hidden, 2 * self.z_what_size])(glimpse.reshape(glimpse.shape[0], -1))
+    out = MLP([self.hidden, 2 * self.z_what_size], dtype=self.dtype)(glimpse.reshape(glimpse.shape[0], -1))
     return gaussian_params(out)
 
 
@@ -57,10 +75,11 @@ class ObjectDecoder(nn.Module):
   hidden: int
   patch_size: int
   output_bias: float
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z_what: jax.Array) -> jax.Array:
-    logits = MLP([self.hidden, self.patch_size ** 2], output_bias=self.output_bias)(z_what)
+    logits = MLP([self.hidden, self.patch_size ** 2], output_bias=self.output_bias, dtype=self.dtype)(z_what)
     return nn.sigmoid(logits).reshape(-1, self.patch_size, self.patch_size)
 
 
@@ -71,10 +90,11 @@ class Baseline(nn.Module):
   image_features [B, F] (computed once per image anyway) and the LSTM state hidden [B, N, L] from
   which step i's latents were predicted -> [B, N]."""
   hidden: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, image_features: jax.Array, hidden_states: jax.Array) -> jax.Array:
     image_features = jnp.broadcast_to(image_features[:, None, :],
                                       hidden_states.shape[:2] + image_features.shape[-1:])
     x = jax.lax.stop_gradient(jnp.concatenate([image_features, hidden_states], axis=-1))
-    return MLP([self.hidden, 1])(x)[..., 0]
+    return MLP([self.hidden, 1], dtype=self.dtype)(x)[..., 0]

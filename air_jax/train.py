@@ -36,7 +36,8 @@ class TrainState:
 
 
 def build_models(config: ml_collections.ConfigDict):
-  return model_lib.AIR(config.model), modules.Baseline(config.model.baseline_hidden)
+  return (model_lib.AIR(config.model),
+          modules.Baseline(config.model.baseline_hidden, dtype=model_lib.matmul_dtype(config.model)))
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -8,6 +8,7 @@ FLOPs per step come from XLA's cost analysis; the roofline is this machine's den
 measured in the same run, so the table shows the fraction of it that the step reaches. Batches are
 synthetic (random uint8 images of the configured size): no MNIST needed.
 """
+import itertools
 import json
 import os
 import statistics
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from air_jax import parallel
 from air_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -34,6 +36,8 @@ _STEPS = flags.DEFINE_integer('steps', 20, 'Steps per timed block.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed blocks per batch size (median and spread).')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compiling.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul for the roofline.')
+_PRECISIONS = flags.DEFINE_list('precisions', ['float32'],
+                                'Matmul dtypes to time (config model.matmul_dtype): float32, bfloat16.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results here as JSON.')
 
 
@@ -59,16 +63,20 @@ def step_flops(compiled) -> float:
   return float((cost or {}).get('flops', float('nan')))
 
 
-def benchmark_batch(config, batch_size: int, steps: int, repeats: int, warmup: int) -> dict:
+def benchmark_batch(config, batch_size: int, precision: str, steps: int, repeats: int,
+                    warmup: int, mesh) -> dict:
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
+  config.model.matmul_dtype = precision
   size = config.data.canvas_size
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (batch_size, size, size), dtype=np.uint8)
-  counts = rng.integers(0, 3, (batch_size,)).astype(np.int32)
+  batch = parallel.put_batch(dict(
+      image=rng.integers(0, 256, (batch_size, size, size), dtype=np.uint8)[parallel.process_slice(batch_size)],
+      count=rng.integers(0, 3, (batch_size,)).astype(np.int32)[parallel.process_slice(batch_size)]), mesh)
+  images, counts = batch['image'], batch['count']
   key = jax.random.key(0)
-  state = train.init_state(config, jax.random.key(1))
-  step = train.make_train_step(config)
+  state = train.create_train_state(config, jax.random.key(1), mesh)
+  step = train.make_train_step(config, mesh)
 
   start = time.perf_counter()
   compiled = step.lower(state, images, counts, key).compile()
@@ -86,7 +94,7 @@ def benchmark_batch(config, batch_size: int, steps: int, repeats: int, warmup: i
     jax.block_until_ready((state, metrics))
     rates.append(steps / (time.perf_counter() - start))
   median = statistics.median(rates)
-  return dict(batch_size=batch_size, compile_seconds=compile_seconds, steps_per_second=median,
+  return dict(batch_size=batch_size, precision=precision, compile_seconds=compile_seconds, steps_per_second=median,
               steps_per_second_min=min(rates), steps_per_second_max=max(rates),
               images_per_second=median * batch_size, flops_per_step=flops,
               gflops_per_second=flops * median / 1e9)
@@ -103,19 +111,29 @@ def main(argv):
   if min(batch_sizes) <= 0 or _STEPS.value <= 0 or _REPEATS.value <= 0:
     print('error: --batch_sizes, --steps and --repeats must be positive', file=sys.stderr)
     sys.exit(1)
+  bad = [p for p in _PRECISIONS.value if p not in ('float32', 'bfloat16')]
+  if bad:
+    print(f'error: --precisions takes float32 and/or bfloat16, got {bad}', file=sys.stderr)
+    sys.exit(1)
+  mesh = parallel.make_mesh()
+  uneven = [b for b in batch_sizes if b % mesh.devices.size]
+  if uneven:
+    print(f'error: batch sizes {uneven} do not split over the {mesh.devices.size} devices', file=sys.stderr)
+    sys.exit(1)
   device = jax.devices()[0]
   roofline = matmul_rate(_MATMUL_SIZE.value)
   print(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}); '
         f'matmul roofline {roofline:.1f} GFLOP/s (float32 {_MATMUL_SIZE.value}^3)', flush=True)
-  header = (f'{"batch":>6} {"compile s":>9} {"steps/s":>8} {"(min-max)":>15} {"images/s":>9} '
+  header = (f'{"dtype":>8} {"batch":>6} {"compile s":>9} {"steps/s":>8} {"(min-max)":>15} {"images/s":>9} '
             f'{"GFLOP/step":>10} {"GFLOP/s":>8} {"roofline":>8}')
   print(header, flush=True)
   rows = []
-  for batch_size in batch_sizes:
-    row = benchmark_batch(_CONFIG.value, batch_size, _STEPS.value, _REPEATS.value, _WARMUP.value)
+  for precision, batch_size in itertools.product(_PRECISIONS.value, batch_sizes):
+    row = benchmark_batch(_CONFIG.value, batch_size, precision, _STEPS.value, _REPEATS.value,
+                          _WARMUP.value, mesh)
     row['roofline_fraction'] = row['gflops_per_second'] / roofline
     rows.append(row)
-    print(f'{batch_size:>6} {row["compile_seconds"]:>9.1f} {row["steps_per_second"]:>8.2f} '
+    print(f'{precision:>8} {batch_size:>6} {row["compile_seconds"]:>9.1f} {row["steps_per_second"]:>8.2f} '
           f'{row["steps_per_second_min"]:>7.2f}-{row["steps_per_second_max"]:<7.2f} '
           f'{row["images_per_second"]:>9.0f} {row["flops_per_step"] / 1e9:>10.3f} '
           f'{row["gflops_per_second"]:>8.1f} {row["roofline_fraction"]:>8.1%}', flush=True)
