@@ -71,16 +71,21 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / 'config.json').read_text()))
 
 
+def read_history(workdir: pathlib.Path):
+  """The records of <workdir>/history.jsonl (read only; [] when there is none)."""
+  path = pathlib.Path(workdir) / 'history.jsonl'
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class History:
   """history.jsonl: one record per evaluation and per checkpoint. Reopened at a resumed step, it
   drops records newer than that step, so a resumed run's history matches an uninterrupted one."""
 
   def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
     self.path = pathlib.Path(workdir) / 'history.jsonl'
-    self.records = []
-    if self.path.exists():
-      self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-      self.records = [r for r in self.records if r['step'] <= resume_step]
+    self.records = [r for r in read_history(workdir) if r['step'] <= resume_step]
     self._rewrite()
 
   def _rewrite(self) -> None:

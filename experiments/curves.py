@@ -1,0 +1,64 @@
+"""Summarise training runs from their history.jsonl: steps and train time to 95% / 98% held-out
+count accuracy, the final and best accuracy, and the accuracy curve (markdown).
+
+    python experiments/curves.py runs/s0 runs/s1 runs/s2 [--thresholds=0.95,0.98]
+"""
+import json
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app
+from absl import flags
+
+from air_jax import metrics
+
+_THRESHOLDS = flags.DEFINE_list('thresholds', ['0.95', '0.98'], 'Accuracies to report the first crossing of.')
+
+
+def first_crossing(evaluations, threshold: float):
+  """(step, train_seconds) of the first evaluation at or above threshold, or None."""
+  for record in evaluations:
+    if record['count_accuracy'] >= threshold:
+      return record['step'], record['train_seconds']
+  return None
+
+
+def summarise(workdir: pathlib.Path, thresholds) -> dict:
+  evaluations = [r for r in metrics.read_history(workdir) if r.get('kind') == 'eval']
+  if not evaluations:
+    raise ValueError(f'{workdir} has no evaluations in history.jsonl')
+  return dict(workdir=str(workdir), final_step=evaluations[-1]['step'],
+              final_accuracy=evaluations[-1]['count_accuracy'],
+              best_accuracy=max(r['count_accuracy'] for r in evaluations),
+              crossings={t: first_crossing(evaluations, t) for t in thresholds},
+              curve=[(r['step'], r['train_seconds'], r['count_accuracy']) for r in evaluations])
+
+
+def main(argv):
+  workdirs = [pathlib.Path(a) for a in argv[1:]]
+  if not workdirs:
+    print('error: name one or more training workdirs', file=sys.stderr)
+    sys.exit(1)
+  thresholds = [float(t) for t in _THRESHOLDS.value]
+  try:
+    rows = [summarise(w, thresholds) for w in workdirs]
+  except (OSError, ValueError, KeyError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  head = ' | '.join(f'to {t:.0%} (step, train s)' for t in thresholds)
+  print(f'| run | {head} | final (step) | best |')
+  print('|---' * (len(thresholds) + 3) + '|')
+  for r in rows:
+    cells = ' | '.join('not reached' if r['crossings'][t] is None else
+                       f'{r["crossings"][t][0]}, {r["crossings"][t][1]:.0f} s' for t in thresholds)
+    print(f'| {r["workdir"]} | {cells} | {r["final_accuracy"]:.2%} ({r["final_step"]}) | {r["best_accuracy"]:.2%} |')
+  for r in rows:
+    print(f'\n{r["workdir"]}: ' + ', '.join(f'{s}: {a:.1%} ({t:.0f}s)' for s, t, a in r['curve']))
+  print(json.dumps([{k: v for k, v in r.items() if k != 'curve'} for r in rows]), file=sys.stderr)
+
+
+if __name__ == '__main__':
+  app.run(main)
