@@ -56,19 +56,19 @@ def test_training_learns(traced_step, init_smoke, scene_batch):
   initial = jax.device_get(state)
   images, counts = batch(scene_batch, 0)
   losses = []
-  for _ in range(40):
+  for _ in range(80):
     state, step_metrics = traced_step(state, images, counts, jax.random.key(2))
     losses.append(float(step_metrics['loss']))
   final = jax.device_get(state)
   chex.assert_tree_all_finite(final.params)
   chex.assert_tree_all_finite(step_metrics)
-  assert int(final.step) == 40
+  assert int(final.step) == 80
   for part in ('model', 'baseline'):
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), initial.params[part], final.params[part])
     assert min(jax.tree.leaves(moved)) > 0, part
   assert float(final.signal_stats.weight[0]) > 0
   decay = helpers.smoke_config('').objective.signal_decay  # step 1 is active in every image
-  np.testing.assert_allclose(final.signal_stats.weight[0], 1 - decay ** 40, rtol=1e-4)
+  np.testing.assert_allclose(final.signal_stats.weight[0], 1 - decay ** 80, rtol=1e-4)
   assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 10, losses
   assert set(step_metrics) >= {'loss', 'elbo', 'kl_pres', 'count', 'grad_norm', 'train_count_accuracy'}
   assert 0.0 <= float(step_metrics['train_count_accuracy']) <= 1.0

@@ -39,9 +39,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.objective = ml_collections.ConfigDict(dict(
       likelihood_scale=0.3,
-      z_pres_prior=1e-4,       # Bernoulli success probability per step (a geometric count prior)
-      z_pres_prior_start=1e-4,  # annealed log-linearly from start to z_pres_prior ...
-      z_pres_prior_anneal_steps=0,  # ... over this many steps (0: fixed)
+      # Bernoulli success probability per step (a geometric count prior), annealed log-linearly
+      # from z_pres_prior_start to z_pres_prior over z_pres_prior_anneal_steps (0: fixed). The
+      # growing cost of an object prunes digits explained twice before q(z_pres) saturates.
+      z_pres_prior=1e-7,
+      z_pres_prior_start=1e-4,
+      z_pres_prior_anneal_steps=10_000,
       z_where_prior_loc=(0.0, 0.0, 0.0),
       z_where_prior_scale=(0.2, 1.0, 1.0),  # tight on the window size: objects are digit-sized
       signal_decay=0.99,       # EMA decay of the learning signal's running moments
