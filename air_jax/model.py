@@ -7,7 +7,8 @@ At step i = 1..N the LSTM reads the image (AIR) or the image minus the canvas re
     z_what_i  ~ N(loc, scale) of the glimpse read at z_where_i  (reparameterised)
     canvas   += z_pres_i * write(decode(z_what_i), z_where_i)
 In AIR the image's share of the LSTM gates, W x + b, is the same at every step and is computed
-once per image; DAIR uses W (x - canvas) + b = (W x + b) - W canvas with the same W.
+once per image; DAIR projects its per-step input x - canvas_<i with the same W and b. Each step
+sows its encoder input (x or x - canvas_<i) into the 'intermediates' collection.
 """
 from typing import NamedTuple
 
@@ -57,18 +58,22 @@ class AIRStep(nn.Module):
   use_mode: bool  # True: take q's modes (evaluation); False: sample
 
   @nn.compact
-  def __call__(self, carry, images, image_gates, image_kernel):
+  def __call__(self, carry, images, image_gates, image_kernel, image_bias):
     cfg = self.config
     h, c, z_pres, z_where, z_what, canvas = carry
     batch = images.shape[0]
 
     dtype = matmul_dtype(cfg)
+    if cfg.difference_input:  # DAIR: what the canvas so far leaves unexplained
+      encoder_input = images - canvas
+      image_gates = project(encoder_input.reshape(batch, -1), image_kernel, dtype) + image_bias
+    else:  # AIR: the image itself, projected once per image by the caller
+      encoder_input = images
+    self.sow('intermediates', 'encoder_input', encoder_input)
     gates = image_gates + modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype,
                                         name='latent_gates')(
         jnp.concatenate([z_pres[:, None], z_where, z_what], axis=-1))
     gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='recurrent_gates')(h)
-    if cfg.difference_input:
-      gates -= project(canvas.reshape(batch, -1), image_kernel, dtype)
     i_gate, f_gate, g_gate, o_gate = jnp.split(gates, 4, axis=-1)
     c = nn.sigmoid(f_gate + 1.0) * c + nn.sigmoid(i_gate) * jnp.tanh(g_gate)
     h = nn.sigmoid(o_gate) * jnp.tanh(c)
@@ -118,13 +123,14 @@ class AIR(nn.Module):
     image_bias = self.param('image_bias', nn.initializers.zeros, (4 * cfg.lstm_size,))
     image_gates = project(images.reshape(batch, -1), image_kernel, matmul_dtype(cfg)) + image_bias  # once per image
 
-    steps = nn.scan(AIRStep, variable_broadcast='params',
+    steps = nn.scan(AIRStep, variable_broadcast='params', variable_axes={'intermediates': 0},
                     split_rngs={'params': False, 'sample': True},
-                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                     length=cfg.max_steps, unroll=cfg.max_steps)
     zeros = lambda *shape: jnp.zeros((batch,) + shape, images.dtype)
     carry = (zeros(cfg.lstm_size), zeros(cfg.lstm_size), jnp.ones((batch,), images.dtype),
              zeros(3), zeros(cfg.z_what_size), zeros(height, width))
-    carry, per_step = steps(cfg, use_mode, name='step')(carry, images, image_gates, image_kernel)
+    carry, per_step = steps(cfg, use_mode, name='step')(carry, images, image_gates, image_kernel,
+                                                       image_bias)
     per_step = {k: jnp.moveaxis(v, 0, 1) for k, v in per_step.items()}  # [N, B, ...] -> [B, N, ...]
     return AIROutput(canvas=carry[-1], image_features=image_gates, **per_step)
