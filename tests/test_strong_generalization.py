@@ -53,8 +53,10 @@ def test_air_input_is_the_image_at_every_step():
     np.testing.assert_array_equal(inputs[i], images)
 
 
-def test_smoke_mode_end_to_end(tmp_path, mnist_dir):
+def test_smoke_mode_end_to_end(tmp_path):
   root = tmp_path / 'sg'
+  mnist_dir = tmp_path / 'mnist'  # its own: the run caches scenes beside the digits
+  helpers.write_fake_mnist(mnist_dir)
   command = [sys.executable, 'experiments/strong_generalization.py', f'--workdir={root}', '--smoke',
              '--tasks=extrapolation', '--num_train_steps=2', '--num_eval=8', f'--data_dir={mnist_dir}']
   run = subprocess.run(command, cwd=helpers.REPO, env=helpers.subprocess_env(), capture_output=True,
