@@ -5,7 +5,6 @@ metrics / checkpoints. The step key is fold_in(root_key, step), so nothing rando
 """
 import functools
 import pathlib
-import sys
 import time
 from typing import Any, Dict
 

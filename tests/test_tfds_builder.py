@@ -9,26 +9,16 @@ from air_jax.data import mnist
 from air_jax.data import multi_mnist
 from air_jax.data import pipeline
 from air_jax.data import tfds_builder
+from tests import helpers
 
 COUNTS, NUM_TRAIN, NUM_TEST, SEED = (0, 1, 2), 16, 8, 3
-
-
-def blobs(rng: np.random.Generator, n: int) -> np.ndarray:
-  """n uint8 [28, 28] ellipses of random size, place and brightness: stand-ins for digits."""
-  rows, cols = np.mgrid[:28, :28]
-  centre = rng.uniform(9, 19, size=(n, 2, 1, 1))
-  radius = rng.uniform(3, 9, size=(n, 2, 1, 1))
-  inside = ((rows - centre[:, 0]) / radius[:, 0]) ** 2 + ((cols - centre[:, 1]) / radius[:, 1]) ** 2 <= 1
-  return (inside * rng.integers(60, 256, size=(n, 1, 1))).astype(np.uint8)
 
 
 @pytest.fixture(scope='module')
 def fake_mnist(tmp_path_factory):
   """(folder, Mnist) of a 12 + 6 digit MNIST cache; $AIR_JAX_DATA_DIR points at it too."""
   folder = tmp_path_factory.mktemp('mnist')
-  rng = np.random.default_rng(0)
-  digits = mnist.Mnist(train_images=blobs(rng, 12), train_labels=np.arange(12, dtype=np.int32) % 10,
-                       test_images=blobs(rng, 6), test_labels=np.arange(6, dtype=np.int32))
+  digits = helpers.fake_mnist(seed=0, num_train=12, num_test=6)
   mnist.save_cache(digits, folder / mnist.CACHE_NAME)
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv(mnist.DATA_DIR_ENV, str(folder))
