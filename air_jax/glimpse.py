@@ -2,9 +2,8 @@
 
 `z_where = (s, x, y)`. The window's side, as a fraction of the canvas side, is
     w = w_min + (w_max - w_min) * sigmoid(s)      (positive and bounded: no division by ~0),
-and its centre is (tanh x, tanh y) in normalised canvas coordinates ([-1, 1] spans the canvas; x
-is horizontal, y vertical): always on the canvas, so no object can hide off it. A glimpse point
-g in [-1, 1]^2 lies at canvas point c = w * g + centre.
+and its centre is (x, y) in normalised canvas coordinates ([-1, 1] spans the canvas; x is
+horizontal, y vertical). A glimpse point g in [-1, 1]^2 lies at canvas point c = w * g + (x, y).
 
 Bilinear sampling with zero padding along one axis is a matrix of triangle-kernel weights
     K[a, i] = max(0, 1 - |p_a - i|),
@@ -28,11 +27,6 @@ def window_size(s: jax.Array, w_min: float = WINDOW_MIN, w_max: float = WINDOW_M
   return w_min + (w_max - w_min) * jax.nn.sigmoid(s)
 
 
-def window_centre(z_where: jax.Array) -> jax.Array:
-  """(cx, cy) = tanh(x, y): the window's centre, inside the canvas. [..., 3] -> [..., 2]."""
-  return jnp.tanh(z_where[..., 1:])
-
-
 def _pixel_centres(n: int) -> jax.Array:
   """Normalised coordinates of the centres of n pixels: (2i + 1) / n - 1."""
   return (2.0 * jnp.arange(n, dtype=jnp.float32) + 1.0) / n - 1.0
@@ -52,9 +46,8 @@ def read_kernels(z_where: jax.Array, image_shape: Tuple[int, int],
                  glimpse_shape: Tuple[int, int]) -> Tuple[jax.Array, jax.Array]:
   """Sampling matrices image -> glimpse: K_y [B, Gh, H], K_x [B, Gw, W]."""
   w = window_size(z_where[:, 0])[:, None]
-  centre = window_centre(z_where)
-  cy = w * _pixel_centres(glimpse_shape[0]) + centre[:, 1:2]
-  cx = w * _pixel_centres(glimpse_shape[1]) + centre[:, 0:1]
+  cy = w * _pixel_centres(glimpse_shape[0]) + z_where[:, 2:3]
+  cx = w * _pixel_centres(glimpse_shape[1]) + z_where[:, 1:2]
   return (_triangle_kernel(_to_pixels(cy, image_shape[0]), image_shape[0]),
           _triangle_kernel(_to_pixels(cx, image_shape[1]), image_shape[1]))
 
@@ -63,9 +56,8 @@ def write_kernels(z_where: jax.Array, glimpse_shape: Tuple[int, int],
                   canvas_shape: Tuple[int, int]) -> Tuple[jax.Array, jax.Array]:
   """Sampling matrices glimpse -> canvas (inverse transform): K'_y [B, H, Gh], K'_x [B, W, Gw]."""
   w = window_size(z_where[:, 0])[:, None]
-  centre = window_centre(z_where)
-  gy = (_pixel_centres(canvas_shape[0]) - centre[:, 1:2]) / w
-  gx = (_pixel_centres(canvas_shape[1]) - centre[:, 0:1]) / w
+  gy = (_pixel_centres(canvas_shape[0]) - z_where[:, 2:3]) / w
+  gx = (_pixel_centres(canvas_shape[1]) - z_where[:, 1:2]) / w
   return (_triangle_kernel(_to_pixels(gy, glimpse_shape[0]), glimpse_shape[0]),
           _triangle_kernel(_to_pixels(gx, glimpse_shape[1]), glimpse_shape[1]))
 
@@ -85,8 +77,7 @@ def write(patches: jax.Array, z_where: jax.Array, canvas_shape: Tuple[int, int])
 def boxes(z_where: jax.Array, canvas_shape: Tuple[int, int]) -> jax.Array:
   """Windows in canvas pixels. z_where: [..., 3] -> [..., 4] = (top, left, height, width)."""
   w = window_size(z_where[..., 0])
-  centre = window_centre(z_where)
   height, width = canvas_shape
-  top = (centre[..., 1] - w + 1.0) / 2.0 * height
-  left = (centre[..., 0] - w + 1.0) / 2.0 * width
+  top = (z_where[..., 2] - w + 1.0) / 2.0 * height
+  left = (z_where[..., 1] - w + 1.0) / 2.0 * width
   return jnp.stack([top, left, w * height, w * width], axis=-1)

@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       z_pres_prior=1e-7,
       z_pres_prior_start=1e-4,
       z_pres_prior_anneal_steps=10_000,
-      # z_where = (s, x, y): window side 0.1 + 0.9 sigmoid(s) of the canvas, centre tanh(x, y).
+      # z_where = (s, x, y): window side 0.1 + 0.9 sigmoid(s) of the canvas, centre (x, y).
       # s ~ N(0.7, 0.2): windows of ~0.70 +- 0.04 of the canvas (35 px), digit-sized with slack
       # (0.55 = 27 px left too little room and digits were split between two windows).
       z_where_prior_loc=(0.7, 0.0, 0.0),
