@@ -82,17 +82,14 @@ def load_config(workdir: str | pathlib.Path):
 
 def load_params(workdir: str | pathlib.Path, config):
   """Model params of the latest checkpoint in workdir (writes nothing there)."""
-  from air_jax import checkpoints, train
+  from air_jax import train
   workdir = pathlib.Path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise InputError(f'--workdir: {workdir} has no checkpoint yet')
-  checkpointer = checkpoints.Checkpointer(workdir, create=False)
-  if checkpointer.latest_step() is None:
+  params = train.restore_model_params(workdir, config)
+  if params is None:
     raise InputError(f'--workdir: {workdir} has no checkpoint yet')
-  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
-  state = checkpointer.restore(target)
-  checkpointer.close()
-  return state.params['model']
+  return params
 
 
 def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:

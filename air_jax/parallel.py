@@ -62,13 +62,6 @@ def create_replicated(init_fn: Callable[[jax.Array], Any], key: jax.Array, mesh:
   return replicated_init(init_fn, mesh)(key)
 
 
-def abstract_replicated(init_fn: Callable[[jax.Array], Any], mesh: Mesh) -> Any:
-  """ShapeDtypeStructs of init_fn's output with replicated shardings: a restore target."""
-  abstract = jax.eval_shape(init_fn, jax.random.key(0))
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated(mesh)),
-                      abstract)
-
-
 def to_host(tree: Any) -> Any:
   """Global arrays -> numpy on this host (gathered from every process when there are several)."""
   if jax.process_count() == 1:

@@ -192,6 +192,19 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
               confusion=metrics_lib.confusion_matrix(true, predicted, max_count))
 
 
+def restore_model_params(workdir, config: ml_collections.ConfigDict):
+  """Model params of the latest checkpoint in an existing <workdir>/checkpoints, or None if it has
+  none; restored against shapes from jax.eval_shape (nothing is initialised or written)."""
+  checkpointer = checkpoints.Checkpointer(workdir, create=False)
+  try:
+    if checkpointer.latest_step() is None:
+      return None
+    target = jax.eval_shape(lambda: init_state(config, jax.random.key(0)))
+    return checkpointer.restore(target).params['model']
+  finally:
+    checkpointer.close()
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first invalid setting."""
   positive = ['batch_size', 'eval_batch_size', 'num_train_steps', 'log_every_steps',

@@ -62,15 +62,6 @@ def run_config(task: str, model: str, seed: int, smoke: bool, num_train_steps, d
   return config
 
 
-def restore_params(config, workdir: pathlib.Path, mesh):
-  """Model params of the run's last checkpoint, replicated over the mesh."""
-  target = train.create_train_state(config, jax.random.key(0), mesh)
-  checkpointer = checkpoints.Checkpointer(workdir, create=False)
-  state = checkpointer.restore(target)
-  checkpointer.close()
-  return state.params['model']
-
-
 def evaluate_counts(config, params, eval_step, counts, num_eval: int, mesh) -> dict:
   """Count accuracy and confusion of params on held-out scenes (MNIST test digits) of `counts`."""
   digits = mnist_lib.load_mnist(config.data.data_dir or None)
@@ -102,7 +93,7 @@ def run_one(root: pathlib.Path, task: str, model: str, seed: int, log) -> dict:
                 num_eval=_NUM_EVAL.value, train_counts=list(TASKS[task]['train_counts']),
                 unseen_counts=list(TASKS[task]['unseen_counts']))
   mesh = parallel.make_mesh()
-  params, eval_step = restore_params(config, workdir, mesh), train.make_eval_step(config, mesh)
+  params, eval_step = train.restore_model_params(workdir, config), train.make_eval_step(config, mesh)
   for split in ('unseen', 'train'):
     result[split] = evaluate_counts(config, params, eval_step, TASKS[task][f'{split}_counts'],
                                     _NUM_EVAL.value, mesh)
