@@ -1,9 +1,14 @@
 """Run a trained AIR on images and write its latents.
 
-    python -m air_jax.infer --workdir=W --images=IN.npz --output=OUT.npz
+    python -m air_jax.infer --workdir=W --images=IN.npz --output=OUT.npz [--visualize=OUT.png]
+    python -m air_jax.infer --workdir=W --images=FOLDER --output=OUT.npz
 
 IN.npz holds one array [N, H, W] (key 'images', or the file's only array): uint8 0-255 or float
-0-1, H x W the size the model was trained on. OUT.npz gets, with `steps` = the model's max steps:
+0-1, H x W the size the model was trained on. FOLDER holds PNG/JPEG images (or --images names one),
+read in file-name order as greyscale (white digits on black, like MNIST); square images of another
+size are resized to the model's, others are refused. --visualize draws the first
+--visualize_images images with their windows, glimpses and patches (see air_jax.visualize).
+OUT.npz gets, with `steps` = the model's max steps:
   count [N]                 objects found (steps with z_pres on, using q's modes)
   z_pres_prob [N, steps]    q(z_pres_i = 1 | x, z_<i)
   z_where [N, steps, 3]     (s, x, y); see air_jax.glimpse
@@ -21,9 +26,14 @@ import jax
 import numpy as np
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (its latest checkpoint is used).')
-_IMAGES = flags.DEFINE_string('images', None, 'npz file with images [N, H, W].')
+_IMAGES = flags.DEFINE_string('images', None, 'npz file with images [N, H, W], a folder of PNG/JPEG '
+                              'images or one image file.')
 _OUTPUT = flags.DEFINE_string('output', None, 'npz file to write.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per forward pass.')
+_VISUALIZE = flags.DEFINE_string('visualize', None, 'Also write a PNG picture of the first images '
+                                 '(windows, glimpses, patches, counts) to this file.')
+_VISUALIZE_IMAGES = flags.DEFINE_integer('visualize_images', 8, 'Images in the --visualize picture.')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
 class InputError(ValueError):
@@ -31,8 +41,10 @@ class InputError(ValueError):
 
 
 def load_images(path: str | pathlib.Path, canvas_size: int) -> np.ndarray:
-  """Reads and checks images -> float32 [N, H, W] in [0, 1]."""
+  """Reads and checks images (npz, folder of PNG/JPEG, one image file) -> float32 [N, H, W] in [0, 1]."""
   path = pathlib.Path(path)
+  if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+    return load_image_files(path, canvas_size)
   if not path.is_file():
     raise InputError(f'--images: no such file: {path}')
   try:
@@ -67,6 +79,48 @@ def load_images(path: str | pathlib.Path, canvas_size: int) -> np.ndarray:
     raise InputError(f'--images: float pixels must lie in [0, 1], got [{images.min():g}, {images.max():g}]'
                      ' (uint8 images are taken as 0-255)')
   return images.astype(np.float32)
+
+
+def image_files(path: pathlib.Path) -> list:
+  """The PNG/JPEG files of a folder in file-name order, or [path] for one image file."""
+  if path.is_dir():
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.'))
+    if not files:
+      raise InputError(f'--images: the folder {path} holds no PNG or JPEG files ({", ".join(IMAGE_SUFFIXES)})')
+    return files
+  if not path.is_file():
+    raise InputError(f'--images: no such file: {path}')
+  return [path]
+
+
+def read_image_file(path: pathlib.Path, canvas_size: int) -> np.ndarray:
+  """One PNG/JPEG -> greyscale float32 [canvas_size, canvas_size] in [0, 1]: colour becomes luma
+  (PIL's 'L'), alpha is dropped; a square image of another size is resized (area average when
+  shrinking, bilinear when growing); an image that is not square is refused."""
+  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)  # JPEGs from cameras and phones: upright as shown
+      if image.mode.startswith('I;16'):
+        image = Image.fromarray((np.asarray(image, np.float64) / 257.0).round().astype(np.uint8))
+      image = image.convert('L')
+  except Exception as e:  # not an image, truncated, unknown format, ...
+    raise InputError(f'--images: {path} is not a readable PNG or JPEG image ({type(e).__name__}: {e})') from e
+  width, height = image.size
+  if width != height:
+    raise InputError(f'--images: {path.name} is {width}x{height}; the model takes square '
+                     f'{canvas_size}x{canvas_size} images (square images of another size are resized): '
+                     'crop or pad it to a square first')
+  if width != canvas_size:
+    resample = Image.Resampling.BOX if width > canvas_size else Image.Resampling.BILINEAR
+    image = image.resize((canvas_size, canvas_size), resample)
+  return np.asarray(image, np.float32) / 255.0
+
+
+def load_image_files(path: pathlib.Path, canvas_size: int) -> np.ndarray:
+  """A folder of PNG/JPEG images (file-name order) or one image file -> float32 [N, H, W] in [0, 1]."""
+  return np.stack([read_image_file(f, canvas_size) for f in image_files(pathlib.Path(path))])
 
 
 def load_config(workdir: str | pathlib.Path):
@@ -113,9 +167,19 @@ def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
               z_what=joined['z_what'])
 
 
-def run(workdir, images_path, output_path, batch_size: int = 256) -> dict:
+def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path=None,
+        visualize_images: int = 8) -> dict:
   if batch_size <= 0:
     raise InputError(f'--batch_size must be positive, got {batch_size}')
+  if visualize_path:
+    # What run uses of visualize never imports air_jax.infer: under `python -m air_jax.infer` a
+    # second copy of this module would define its flags twice.
+    from air_jax import visualize  # pylint: disable=g-import-not-at-top
+    problem = visualize.png_path_problem(visualize_path)
+    if problem:
+      raise InputError(f'--visualize: {problem}')
+    if visualize_images <= 0:
+      raise InputError(f'--visualize_images must be positive, got {visualize_images}')
   output_path = pathlib.Path(output_path)
   if output_path.is_dir():
     raise InputError(f'--output: {output_path} is a directory')
@@ -123,8 +187,11 @@ def run(workdir, images_path, output_path, batch_size: int = 256) -> dict:
     raise InputError(f'--output: no such directory: {output_path.parent}')
   config = load_config(workdir)
   images = load_images(images_path, config.data.canvas_size)  # bad input fails before any restore
-  result = infer(config, load_params(workdir, config), images, batch_size)
+  params = load_params(workdir, config)
+  result = infer(config, params, images, batch_size)
   np.savez(output_path, **result)
+  if visualize_path:
+    visualize.save_png(visualize.Pictures(config)(params, images[:visualize_images]), visualize_path)
   return result
 
 
@@ -138,13 +205,16 @@ def main(argv):
       print(f'error: --{flag.name} is required', file=sys.stderr)
       sys.exit(1)
   try:
-    result = run(_WORKDIR.value, _IMAGES.value, _OUTPUT.value, _BATCH_SIZE.value)
+    result = run(_WORKDIR.value, _IMAGES.value, _OUTPUT.value, _BATCH_SIZE.value, _VISUALIZE.value,
+                 _VISUALIZE_IMAGES.value)
   except InputError as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
   counts = np.bincount(result['count'])
   print(f'wrote {_OUTPUT.value}: {len(result["count"])} images, counts ' +
         ', '.join(f'{k}: {v}' for k, v in enumerate(counts) if v))
+  if _VISUALIZE.value:
+    print(f'wrote {_VISUALIZE.value}')
 
 
 if __name__ == '__main__':

@@ -23,16 +23,36 @@ def format_confusion(matrix: np.ndarray) -> str:
   return '\n'.join([header] + rows)
 
 
+def format_duration(seconds: float) -> str:
+  """45s, 12m05s, 3h07m."""
+  seconds = max(0, int(round(seconds)))
+  if seconds < 60:
+    return f'{seconds}s'
+  if seconds < 3600:
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+
+
+def format_rate(per_second: float) -> str:
+  """120/s, 2.5/s, or 40s each when slower than one a second."""
+  if per_second >= 10:
+    return f'{per_second:.0f}/s'
+  if per_second >= 1:
+    return f'{per_second:.1f}/s'
+  return f'{format_duration(1 / max(per_second, 1e-9))} each'
+
+
 def progress_line(step: int, total: int, m: Dict[str, float], train_seconds: float) -> str:
-  eta = (total - step) / max(m['steps_per_second'], 1e-9)
+  eta = format_duration((total - step) / max(m['steps_per_second'], 1e-9))
   return (f'step {step}/{total} | {m["steps_per_second"]:.1f} steps/s {m["images_per_second"]:.0f} img/s '
           f'| elbo {m["elbo"]:.1f} (log p(x|z) {m["log_likelihood"]:.1f}, kl pres {m["kl_pres"]:.2f} '
           f'where {m["kl_where"]:.2f} what {m["kl_what"]:.1f}) | count {m["count"]:.2f} '
-          f'train acc {m["train_count_accuracy"]:.3f} | t {train_seconds:.0f}s eta {eta:.0f}s')
+          f'train acc {m["train_count_accuracy"]:.3f} | t {train_seconds:.0f}s eta {eta}')
 
 
 class ProgressPrinter:
-  """Calls log with the fraction done, the rate and the ETA at most every `every` seconds."""
+  """progress(done, total) calls log with the count done, the rate and the ETA, at most every
+  `every` seconds (every=0: at every call) and never once all is done."""
 
   def __init__(self, what: str, log: Callable[[str], None], every: float = 5.0):
     self.what, self.log, self.every = what, log, every
@@ -40,14 +60,14 @@ class ProgressPrinter:
 
   def __call__(self, done: int, total: int) -> None:
     now = time.time()
-    if now - self.last >= self.every and done < total:
-      rate = done / (now - self.start)
-      self.log(f'{self.what}: {done}/{total} ({rate:.0f}/s, eta {(total - done) / rate:.0f}s)')
+    if now - self.last >= self.every and 0 < done < total:
+      rate = done / max(now - self.start, 1e-9)
+      self.log(f'{self.what}: {done}/{total} ({format_rate(rate)}, eta {format_duration((total - done) / rate)})')
       self.last = now
 
 
 class SummaryWriter:
-  """TensorBoard scalars under <workdir>/tensorboard (tensorboardX: no TensorFlow needed)."""
+  """TensorBoard scalars and images under <workdir>/tensorboard (tensorboardX: no TensorFlow needed)."""
 
   def __init__(self, workdir: pathlib.Path):
     from tensorboardX import SummaryWriter as _Writer
@@ -57,6 +77,12 @@ class SummaryWriter:
     for name, value in values.items():
       if np.ndim(value) == 0:
         self._writer.add_scalar(name if '/' in name else f'train/{name}', float(value), step)
+    self._writer.flush()
+
+  def image(self, step: int, tag: str, array: np.ndarray) -> None:
+    """One image summary: array [H, W, 3] uint8 (or [H, W] greyscale; floats are taken as 0-1)."""
+    array = np.asarray(array)
+    self._writer.add_image(tag, array, step, dataformats='HWC' if array.ndim == 3 else 'HW')
     self._writer.flush()
 
   def close(self) -> None:

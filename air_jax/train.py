@@ -4,6 +4,7 @@ Data flows one way: composed scenes -> uint8 batch -> train_step(state, batch, r
 metrics / checkpoints. The step key is fold_in(root_key, step), so nothing random is stored.
 """
 import functools
+import json
 import pathlib
 import time
 from typing import Any, Dict
@@ -21,6 +22,7 @@ from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
 from air_jax import parallel
+from air_jax import visualize
 from air_jax.data import mnist as mnist_lib
 from air_jax.data import multi_mnist
 from air_jax.data import pipeline
@@ -32,6 +34,12 @@ class TrainState:
   params: Any  # {'model': AIR params, 'baseline': baseline params}
   opt_state: Any
   signal_stats: objectives.SignalStats
+  nonfinite_steps: jax.Array      # steps skipped because the loss or a gradient was not finite
+  nonfinite_in_a_row: jax.Array   # of those, how many came last, one after another
+
+
+class NonFiniteError(FloatingPointError):
+  """Too many train steps in a row had a non-finite loss or gradient."""
 
 
 def build_models(config: ml_collections.ConfigDict):
@@ -61,7 +69,8 @@ def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
   params = {'model': model_params, 'baseline': baseline.init(baseline_key, features, hidden)['params']}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),
-                    signal_stats=objectives.SignalStats.zeros(config.model.max_steps))
+                    signal_stats=objectives.SignalStats.zeros(config.model.max_steps),
+                    nonfinite_steps=jnp.zeros((), jnp.int32), nonfinite_in_a_row=jnp.zeros((), jnp.int32))
 
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array, mesh) -> TrainState:
@@ -121,7 +130,10 @@ def make_loss_fn(config: ml_collections.ConfigDict):
 
 def make_train_step(config: ml_collections.ConfigDict, mesh=None):
   """(state, images uint8 [B, H, W], counts [B], root_key) -> (state, metrics), compiled once for
-  the mesh (default: all devices): batch sharded over 'data', state replicated, state donated."""
+  the mesh (default: all devices): batch sharded over 'data', state replicated, state donated.
+
+  A step whose loss or any gradient is not finite changes nothing but the step counter (so the
+  next step reads the next batch) and the non-finite counters."""
   loss_fn = make_loss_fn(config)
   optimizer = make_optimizer(config)
 
@@ -129,9 +141,12 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
     images = to_unit_interval(images)
     key = jax.random.fold_in(root_key, state.step)
     prior = z_pres_prior_at(state.step, config.objective)
-    grads, aux = jax.grad(loss_fn, has_aux=True)(state.params, state.signal_stats, images, key, prior)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.signal_stats, images, key, prior)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     out, terms = aux['out'], aux['terms']
     active = out.active
     metrics = dict(
@@ -142,8 +157,13 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
         count=out.z_pres.sum(-1).mean(),
         train_count_accuracy=(out.z_pres.sum(-1) == counts).mean(),
         grad_norm=optax.tree.norm(grads['model']), z_pres_prior=prior)
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                           signal_stats=aux['stats'])
+    new_state = TrainState(
+        step=state.step + 1, params=keep_if_finite(params, state.params),
+        opt_state=keep_if_finite(opt_state, state.opt_state),
+        signal_stats=keep_if_finite(aux['stats'], state.signal_stats),
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+        nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1))
+    metrics['nonfinite_steps'] = new_state.nonfinite_steps
     return new_state, metrics
 
   mesh = mesh if mesh is not None else parallel.make_mesh()
@@ -199,8 +219,8 @@ def restore_model_params(workdir, config: ml_collections.ConfigDict):
   try:
     if checkpointer.latest_step() is None:
       return None
-    target = jax.eval_shape(lambda: init_state(config, jax.random.key(0)))
-    return checkpointer.restore(target).params['model']
+    target = jax.eval_shape(lambda: init_state(config, jax.random.key(0))).params['model']
+    return checkpointer.restore_params(target)
   finally:
     checkpointer.close()
 
@@ -208,7 +228,8 @@ def restore_model_params(workdir, config: ml_collections.ConfigDict):
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first invalid setting."""
   positive = ['batch_size', 'eval_batch_size', 'num_train_steps', 'log_every_steps',
-              'eval_every_steps', 'checkpoint_every_steps', 'learning_rate', 'baseline_learning_rate']
+              'eval_every_steps', 'checkpoint_every_steps', 'learning_rate', 'baseline_learning_rate',
+              'max_nonfinite_in_a_row']
   for name in positive:
     if not config[name] > 0:
       raise ValueError(f'config.{name} must be positive, got {config[name]}')
@@ -229,6 +250,45 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if max(config.data[counts]) > config.model.max_steps:
       raise ValueError(f'config.data.{counts}={tuple(config.data[counts])} has more objects than '
                        f'config.model.max_steps={config.model.max_steps} steps can represent')
+
+
+# Settings a run may change when it resumes; any other difference from the saved config is an error.
+RESUMABLE_SETTINGS = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+                      'max_checkpoints', 'max_nonfinite_in_a_row', 'eval_batch_size', 'data.data_dir',
+                      'data.num_eval')
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{name}.'))
+    else:
+      flat[f'{prefix}{name}'] = value
+  return flat
+
+
+def config_differences(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> list:
+  """'name: saved -> new' for every setting (outside RESUMABLE_SETTINGS) that differs."""
+  old = _flatten(json.loads(saved.to_json_best_effort()))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  return [f'{name}: {old.get(name, "(unset)")} -> {new.get(name, "(unset)")}'
+          for name in sorted(set(old) | set(new))
+          if name not in RESUMABLE_SETTINGS and old.get(name) != new.get(name)]
+
+
+def check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError when workdir holds checkpoints of a run with another config."""
+  checkpoint_dir = workdir / 'checkpoints'
+  if not (checkpoint_dir.is_dir() and any(p.name.isdigit() for p in checkpoint_dir.iterdir())):
+    return
+  if not (workdir / 'config.json').is_file():
+    raise ValueError(f'workdir {workdir} has checkpoints but no config.json: cannot tell whether they '
+                     'fit this config; use a new workdir')
+  differences = config_differences(metrics_lib.load_config(workdir), config)
+  if differences:
+    raise ValueError(f'workdir {workdir} holds a run with another config ({"; ".join(differences[:5])}'
+                     f'{"; ..." if len(differences) > 5 else ""}): resume it with its own config or use a new workdir')
 
 
 def make_sources(config: ml_collections.ConfigDict, log=print):
@@ -256,6 +316,21 @@ def global_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
   return config.batch_size
 
 
+def check_nonfinite(state: TrainState, config: ml_collections.ConfigDict, checkpointer, log) -> None:
+  """Logs skipped (non-finite) steps; raises NonFiniteError once config.max_nonfinite_in_a_row
+  steps in a row were skipped, leaving the last checkpoint (which never holds them) in place."""
+  total, in_a_row = (int(x) for x in jax.device_get((state.nonfinite_steps, state.nonfinite_in_a_row)))
+  if in_a_row >= config.max_nonfinite_in_a_row:
+    checkpointer.close()
+    raise NonFiniteError(
+        f'stopped at step {int(state.step)}: the last {in_a_row} steps had a non-finite loss or gradient '
+        f'({total} in all) and were skipped; the latest checkpoint (step {checkpointer.latest_step()}) '
+        'holds the last good state. Lower config.learning_rate or check the data.')
+  if total:
+    log(f'step {int(state.step)}: {total} step(s) skipped so far (non-finite loss or gradient), '
+        f'{in_a_row} of them just now')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print,
                        mesh=None) -> Dict[str, Any]:
   """Trains from scratch or resumes from the latest checkpoint in workdir; returns final metrics.
@@ -269,6 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f'workdir {workdir} exists and is not a directory')
+  check_resumable(workdir, config)
   workdir.mkdir(parents=True, exist_ok=True)
   metrics_lib.save_config(config, workdir)
   train_source, eval_source = make_sources(config, log)
@@ -283,6 +359,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
 
   train_step = make_train_step(config, mesh)
   eval_step = make_eval_step(config, mesh)
+  pictures = visualize.Pictures(config)  # a grid of the first held-out scenes at every evaluation
+  picture_scenes = eval_source.__getitems__(range(min(visualize.SUMMARY_IMAGES, len(eval_source))))
   log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}), global batch {config.batch_size}')
   writer = metrics_lib.SummaryWriter(workdir)
   history = metrics_lib.History(workdir, resume_step=start_step)
@@ -305,8 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
       train_seconds += elapsed
       step_metrics['steps_per_second'] = interval_steps / elapsed
       step_metrics['images_per_second'] = interval_steps * config.batch_size / elapsed
-      if not np.isfinite(step_metrics['loss']):
-        raise FloatingPointError(f'non-finite loss at step {done}: {step_metrics}')
+      check_nonfinite(state, config, checkpointer, log)
       writer.scalars(done, step_metrics)
       log(metrics_lib.progress_line(done, config.num_train_steps, step_metrics, train_seconds))
       interval_start, interval_steps = time.time(), 0
@@ -315,6 +392,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
       result = evaluate(eval_step, state.params['model'], eval_source, config.eval_batch_size,
                         jax.random.fold_in(eval_key, done), max_count, mesh)
       writer.scalars(done, {'eval/count_accuracy': result['count_accuracy'], 'eval/elbo': result['elbo']})
+      writer.image(done, 'eval/pictures',
+                   pictures(state.params['model'], picture_scenes['image'], picture_scenes['count']))
       history.append(dict(kind='eval', step=done, train_seconds=round(train_seconds, 2),
                           count_accuracy=result['count_accuracy'], elbo=result['elbo'],
                           confusion=result['confusion'].tolist()))
@@ -322,6 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
           f'(train time {train_seconds:.0f}s)\n' + metrics_lib.format_confusion(result['confusion']))
       interval_start += time.time() - pause  # evaluation time is not training time
     if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
+      check_nonfinite(state, config, checkpointer, log)
       checkpointer.save(done, state)
       history.append(dict(kind='checkpoint', step=done, train_seconds=round(train_seconds, 2)))
   checkpointer.close()

@@ -24,13 +24,14 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import config_flags
 
+from air_jax import launch
 from air_jax import parallel
 from air_jax import train
+from air_jax.configs import default
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), '..', 'air_jax', 'configs', 'default.py'),
+_CONFIG = launch.define_config_file(
+    'config', default.__file__,  # air_jax/configs/default.py, in a checkout or installed
     'Model config (get_config); the batch size is set per row.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['64', '256', '1024'], 'Global batch sizes to time.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Steps per timed block.')
@@ -154,4 +155,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)

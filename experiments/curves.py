@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app
 from absl import flags
 
+from air_jax import launch
 from air_jax import metrics
 
 _THRESHOLDS = flags.DEFINE_list('thresholds', ['0.95', '0.98'], 'Accuracies to report the first crossing of.')
@@ -61,4 +62,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)

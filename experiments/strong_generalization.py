@@ -24,6 +24,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from air_jax import launch
 from air_jax import checkpoints
 from air_jax import metrics
 from air_jax import parallel
@@ -138,9 +139,13 @@ def main(argv):
     sys.exit(1)
   root.mkdir(parents=True, exist_ok=True)
   log = lambda s: print(s, flush=True)
+  runs = [(task, model, seed) for task in _TASKS.value for model in _MODELS.value for seed in seeds]
+  progress = metrics.ProgressPrinter('strong generalisation runs', log, every=0)  # rate and ETA
   try:
-    results = [run_one(root, task, model, seed, log)
-               for task in _TASKS.value for model in _MODELS.value for seed in seeds]
+    results = []
+    for task, model, seed in runs:
+      results.append(run_one(root, task, model, seed, log))
+      progress(len(results), len(runs))
   except (ValueError, mnist_lib.MnistUnavailableError) as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)
     sys.exit(1)
@@ -151,4 +156,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)

@@ -13,12 +13,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app
 from absl import logging
 from absl import flags
-from ml_collections import config_flags
 
+from air_jax import launch
 from air_jax import train
+from air_jax.configs import default
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), '..', 'air_jax', 'configs', 'default.py'),
+_CONFIG = launch.define_config_file(
+    'config', default.__file__,  # air_jax/configs/default.py, in a checkout or installed
     'Path to a config file (get_config); append :smoke for a tiny run.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and history go.')
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -36,11 +37,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
-  except (ValueError, FileNotFoundError, train.mnist_lib.MnistUnavailableError) as e:
+  except (ValueError, FileNotFoundError, train.NonFiniteError, train.mnist_lib.MnistUnavailableError) as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
   print(f'final: step {result["step"]} held-out count accuracy {result.get("count_accuracy", float("nan")):.4f}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)

@@ -149,8 +149,8 @@ def test_load_images_values(tmp_path):
 def test_load_images_files(tmp_path):
   with pytest.raises(infer.InputError, match='no such file'):
     infer.load_images(tmp_path / 'missing.npz', CANVAS)
-  with pytest.raises(infer.InputError, match='no such file'):
-    infer.load_images(tmp_path, CANVAS)  # a directory
+  with pytest.raises(infer.InputError, match='holds no PNG or JPEG'):
+    infer.load_images(tmp_path, CANVAS)  # a directory: read as a folder of images (none here)
   (tmp_path / 'text.npz').write_text('hello, not an npz\n')
   with pytest.raises(infer.InputError, match='not a readable npz'):
     infer.load_images(tmp_path / 'text.npz', CANVAS)

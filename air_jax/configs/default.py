@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1_000
   config.eval_batch_size = 500
   config.max_checkpoints = 2
+  config.max_nonfinite_in_a_row = 10  # skipped (non-finite) steps in a row that stop the run
 
   if arg == 'smoke':
     config.data.num_train = 64

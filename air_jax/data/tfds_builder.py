@@ -30,6 +30,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from air_jax import metrics
 from air_jax.data import mnist
 from air_jax.data import multi_mnist
 
@@ -123,11 +124,13 @@ class MultiMnist(tfds.core.GeneratorBasedBuilder):
     sizes = {'train': (config.num_train, config.seed), 'test': (config.num_test, config.seed + 1)}
     return {split: self._generate_examples(multi_mnist.MultiMNIST(
         *digits.split(split), counts=config.counts, num_examples=num_examples, seed=seed,
-        canvas_size=config.canvas_size)) for split, (num_examples, seed) in sizes.items()}
+        canvas_size=config.canvas_size), split) for split, (num_examples, seed) in sizes.items()}
 
-  def _generate_examples(self, source):
+  def _generate_examples(self, source, split: str = ''):
+    progress = metrics.ProgressPrinter(f'composing {split} scenes', lambda s: print(s, flush=True))
     for i in range(len(source)):
       yield i, source[i]
+      progress(i + 1, len(source))  # with rate and ETA (tfds' own bar knows no total)
 
 
 def build(data_dir, counts: Sequence[int] = (0, 1, 2), num_train: int = 60_000, num_test: int = 10_000,
@@ -167,6 +170,7 @@ def main(argv=None) -> int:
   except (argparse.ArgumentError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  tfds.disable_progress_bar()  # ours (composing scenes, with an ETA) is printed instead
   try:
     builder = build(args.data_dir, counts, args.num_train, args.num_test, args.seed, args.canvas_size,
                     args.mnist_dir)
