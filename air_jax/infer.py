@@ -25,6 +25,8 @@ from absl import flags
 import jax
 import numpy as np
 
+from air_jax import launch
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (its latest checkpoint is used).')
 _IMAGES = flags.DEFINE_string('images', None, 'npz file with images [N, H, W], a folder of PNG/JPEG '
                               'images or one image file.')
@@ -140,7 +142,11 @@ def load_params(workdir: str | pathlib.Path, config):
   workdir = pathlib.Path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise InputError(f'--workdir: {workdir} has no checkpoint yet')
-  params = train.restore_model_params(workdir, config)
+  from air_jax import checkpoints
+  try:
+    params = train.restore_model_params(workdir, config)
+  except checkpoints.CheckpointError as e:
+    raise InputError(f'--workdir: {e}') from e
   if params is None:
     raise InputError(f'--workdir: {workdir} has no checkpoint yet')
   return params
@@ -218,4 +224,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)

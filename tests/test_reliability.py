@@ -83,7 +83,7 @@ def test_run_stops_after_nonfinite_steps_in_a_row(tmp_path, mnist_dir):
 # ---- exact resume after SIGKILL ----------------------------------------------------------------------
 
 def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, mnist_dir):
-  flags = ['--config.num_train_steps=150', '--config.checkpoint_every_steps=10', '--config.eval_every_steps=50',
+  flags = ['--config.num_train_steps=60', '--config.checkpoint_every_steps=10', '--config.eval_every_steps=20',
            '--config.log_every_steps=10']
   whole = run_train(tmp_path / 'whole', mnist_dir, *flags)
   assert whole.returncode == 0, whole.stderr[-2000:]
@@ -98,7 +98,7 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, mnist_dir):
       break
     time.sleep(0.01)
   assert process.wait(timeout=60) == -signal.SIGKILL, 'the run ended before it could be killed'
-  assert not any(r['step'] == 150 for r in metrics_lib.read_history(killed_dir))
+  assert not any(r['step'] == 60 for r in metrics_lib.read_history(killed_dir))
 
   restarted = run_train(killed_dir, mnist_dir, *flags)
   assert restarted.returncode == 0, restarted.stderr[-2000:]
@@ -106,12 +106,12 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, mnist_dir):
 
   config = metrics_lib.load_config(tmp_path / 'whole')
   a, b = restore(tmp_path / 'whole', config), restore(killed_dir, config)
-  assert int(a.step) == int(b.step) == 150
+  assert int(a.step) == int(b.step) == 60
   jax.tree.map(np.testing.assert_array_equal, a, b)  # bitwise: params, optimiser, baseline statistics
   evals = lambda w: [(r['step'], r['count_accuracy'], r['elbo'], r['confusion'])
                      for r in metrics_lib.read_history(w) if r['kind'] == 'eval']
   assert evals(tmp_path / 'whole') == evals(killed_dir)
-  assert [r['step'] for r in metrics_lib.read_history(killed_dir) if r['kind'] == 'eval'] == [50, 100, 150]
+  assert [r['step'] for r in metrics_lib.read_history(killed_dir) if r['kind'] == 'eval'] == [20, 40, 60]
 
 
 # ---- checkpoints --------------------------------------------------------------------------------------
@@ -156,8 +156,11 @@ def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
   other = config.copy_and_resolve_references()
   other.model.lstm_size = 2 * config.model.lstm_size
   with pytest.raises(checkpoints.CheckpointError,
-                     match=r'does not fit this model.*recurrent_gates/dense/kernel: stored \(16, 64\), expected \(32, 128\)'):
+                     match=r'does not fit this model.*params/model/image_kernel: stored \(2500, 64\), expected \(2500, 128\)'):
     restore(workdir, other)
+  with pytest.raises(checkpoints.CheckpointError, match=r'does not fit this model.*image_kernel: stored \(2500, 64\)'):
+    train.restore_model_params(workdir, other)  # the params-only restore used by inference
+  assert train.restore_model_params(workdir, config)['image_kernel'].shape == (2500, 64)
 
 
 def test_resume_with_another_config_is_refused_and_writes_nothing(saved_run):

@@ -48,8 +48,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # z_where = (s, x, y): window side 0.1 + 0.9 sigmoid(s) of the canvas, centre (x, y).
       # s ~ N(0.7, 0.2): windows of ~0.70 +- 0.04 of the canvas (35 px), digit-sized with slack
       # (0.55 = 27 px left too little room and digits were split between two windows).
+      # x, y ~ N(0, 0.5): digits' centres lie within +-0.45; with sd 1 an object could park off the
+      # canvas (no reconstruction gradient there) and stay on forever (seed 2's trap; WORKSPACE.md).
       z_where_prior_loc=(0.7, 0.0, 0.0),
-      z_where_prior_scale=(0.2, 1.0, 1.0),
+      z_where_prior_scale=(0.2, 0.5, 0.5),
       signal_decay=0.99,       # EMA decay of the learning signal's running moments
   ))
 
