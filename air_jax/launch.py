@@ -5,6 +5,7 @@ overrides from sys.argv while the config flag is defined, and an unknown key (`-
 raises there with a stack trace; `define_config_file` turns that into one line.
 Use `CONFIG = launch.define_config_file(...)` and `app.run(main, flags_parser=launch.parse_flags)`.
 """
+import re
 import sys
 from typing import List
 
@@ -18,14 +19,21 @@ def fail(message: str) -> None:
   sys.exit(1)
 
 
+def _fail_unknown_key(error: Exception, argv: List[str]) -> None:
+  """One line for ml_collections' KeyError/AttributeError on an override of a missing key."""
+  key = re.search(r'(\w+)', str(error))
+  suggestion = re.search(r'Did you mean "(\w+)"', str(error))
+  overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+  fail(f'unknown config key {key.group(1) if key else "?"!r} in {", ".join(overrides) or "a --config override"}'
+       + (f' (did you mean {suggestion.group(1)!r}?)' if suggestion else ''))
+
+
 def define_config_file(name: str, default: str, help_string: str):
   """config_flags.DEFINE_config_file; an override of a key the config lacks ends the program."""
   try:
     return config_flags.DEFINE_config_file(name, default, help_string)
   except (AttributeError, KeyError) as e:
-    key = str(e).strip('"\'')
-    overrides = [a.split('=')[0] for a in sys.argv[1:] if a.startswith(f'--{name}.')]
-    fail(f'unknown config key {key!r} in {", ".join(overrides) or f"a --{name} override"}')
+    _fail_unknown_key(e, sys.argv)
 
 
 def parse_flags(argv: List[str]) -> List[str]:
@@ -34,3 +42,5 @@ def parse_flags(argv: List[str]) -> List[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(str(e))
+  except (AttributeError, KeyError) as e:  # a --config file given explicitly is loaded here
+    _fail_unknown_key(e, argv)
