@@ -45,7 +45,9 @@ def test_sharded_step_equals_single_device_step(meshes, config, scene_batch):
   assert set(metrics_1) == set(metrics_4)
   for name in metrics_1:
     np.testing.assert_allclose(metrics_1[name], metrics_4[name], rtol=1e-5, atol=1e-5, err_msg=name)
-  assert_trees_close(state_1.params, state_4.params)
+  # Adam's first steps are ~lr * sign(g): a gradient near 0 moves its parameter by a noise-sized
+  # fraction of lr = 1e-3, so parameters agree to a few percent of one step.
+  assert_trees_close(state_1.params, state_4.params, atol=3e-5)
   assert_trees_close(state_1.signal_stats, state_4.signal_stats)
 
 
@@ -65,7 +67,8 @@ def test_sharded_gradients_equal_single_device_gradients(meshes, config, scene_b
   (grads_1, elbo_1, where_1), (grads_4, elbo_4, where_4) = outputs
   np.testing.assert_allclose(elbo_1, elbo_4, rtol=1e-5)
   np.testing.assert_array_equal(where_1, where_4)  # samples do not depend on the device count
-  assert_trees_close(grads_1, grads_4, rtol=1e-4, atol=1e-6)
+  # Summation order differs across devices: ~1e-6 absolute on gradients of order 1.
+  assert_trees_close(grads_1, grads_4, rtol=1e-4, atol=1e-5)
   assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads_4))
 
 
