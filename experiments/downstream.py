@@ -31,15 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from air_jax import checkpoints
 from air_jax import downstream
 from air_jax import metrics
-from air_jax import model as model_lib
 from air_jax import train
 from air_jax.configs import default
 from air_jax.data import mnist as mnist_lib
@@ -132,34 +128,20 @@ def options_from_flags() -> Options:
 
 def load_air(air_workdir: pathlib.Path):
   """(config, params, checkpoint step) of a trained AIR workdir; UsageError if it is not one.
-
-  Only the AIR's params are read (the checkpoint's params/model, checked against the shapes the
-  workdir's config gives), not the whole train state: a workdir stays usable when TrainState gains
-  fields (optimizer or bookkeeping) that its checkpoints were saved without."""
+  Only the model's params are restored (train.restore_model_params), not the whole train state."""
   if not air_workdir.is_dir():
     raise UsageError(f'--air_workdir: no such directory: {air_workdir}')
   if not (air_workdir / 'config.json').is_file():
     raise UsageError(f'--air_workdir: {air_workdir} has no config.json: not a training workdir')
   config = metrics.load_config(air_workdir)
-  if not (air_workdir / 'checkpoints').is_dir():
-    raise UsageError(f'--air_workdir: {air_workdir} has no checkpoint yet')
-  checkpointer = checkpoints.Checkpointer(air_workdir, create=False)
-  try:
+  step = None
+  if (air_workdir / 'checkpoints').is_dir():
+    checkpointer = checkpoints.Checkpointer(air_workdir, create=False)
     step = checkpointer.latest_step()
-    if step is None:
-      raise UsageError(f'--air_workdir: {air_workdir} has no checkpoint yet')
-    stored = checkpointer.manager.restore(step, args=ocp.args.StandardRestore())
-  finally:
     checkpointer.close()
-  expected = jax.eval_shape(lambda: model_lib.AIR(config.model).init(
-      {'params': jax.random.key(0), 'sample': jax.random.key(1)},
-      jnp.zeros((1, config.data.canvas_size, config.data.canvas_size)))['params'])
-  params = stored.get('params', {}).get('model') if isinstance(stored, dict) else None
-  shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
-  if params is None or shapes(params) != shapes(expected):
-    raise UsageError(f'--air_workdir: the checkpoint at step {step} in {air_workdir} holds no AIR '
-                     'params that fit its config.json')
-  return config, params, step
+  if step is None:
+    raise UsageError(f'--air_workdir: {air_workdir} has no checkpoint yet')
+  return config, train.restore_model_params(air_workdir, config), step
 
 
 def trained_air(options: Options, root: pathlib.Path, log):
@@ -278,20 +260,24 @@ def run_sweep(options: Options, root: pathlib.Path, log):
   return results, held_out
 
 
+SUBSETS = {'all': 'accuracy', 'two_digits': 'accuracy_count2'}  # table key -> per-run result key
+
+
 def summarise(results) -> list:
-  """One row per (task, model, budget): mean, std, min and max accuracy over seeds."""
+  """One row per (task, model, budget): seeds, and for all held-out scenes ('all') and the 2-digit
+  ones ('two_digits') the mean, std, min and max accuracy over seeds."""
   rows = {}
   for r in results:
     s = r['settings']
     rows.setdefault((s['task'], s['model'], s['budget']), []).append(r)
   table = []
   for (task, model, budget), runs in sorted(rows.items()):
-    acc = np.array([r['accuracy'] for r in runs])
-    row = dict(task=task, model=model, budget=budget, seeds=len(runs), mean=float(acc.mean()),
-               std=float(acc.std()), min=float(acc.min()), max=float(acc.max()))
-    two = [r['accuracy_count2'] for r in runs if 'accuracy_count2' in r]
-    if two:
-      row['mean_two_digits'] = float(np.mean(two))
+    row = dict(task=task, model=model, budget=budget, seeds=len(runs))
+    for subset, key in SUBSETS.items():
+      acc = np.array([r[key] for r in runs if key in r])
+      if len(acc):
+        row[subset] = dict(mean=float(acc.mean()), std=float(acc.std()), min=float(acc.min()),
+                           max=float(acc.max()))
     table.append(row)
   return table
 
@@ -302,7 +288,7 @@ def majority_baselines(held_out) -> dict:
   for task in downstream.TASKS:
     targets = downstream.task_labels(task, held_out['labels'], held_out['boxes'])
     two = targets[held_out['count'] == 2]
-    out[task] = dict(overall=float(np.bincount(targets).max() / len(targets)),
+    out[task] = dict(all=float(np.bincount(targets).max() / len(targets)),
                      two_digits=float(np.bincount(two).max() / len(two)) if len(two) else float('nan'))
   return out
 
@@ -315,21 +301,21 @@ def markdown(table, baselines) -> str:
   cell = {(r['task'], r['model'], r['budget']): r for r in table}
   header = '| labelled scenes | ' + ' | '.join(f'{t}: {MODEL_NAMES[m]}' for t in tasks for m in models) + ' |'
   rule = '|---|' + '---|' * (len(tasks) * len(models))
-  lines = ['All held-out scenes (0-2 digits): mean ± std over seeds (number of seeds).', '', header, rule]
-  for b in budgets:
-    lines.append(f'| {b:,} | ' + ' | '.join(
-        f'{cell[t, m, b]["mean"]:.1%} ± {cell[t, m, b]["std"]:.1%} ({cell[t, m, b]["seeds"]})'
-        if (t, m, b) in cell else '' for t in tasks for m in models) + ' |')
-  lines.append('| majority class | ' + ' | '.join(
-      f'{baselines[t]["overall"]:.1%}' for t in tasks for _ in models) + ' |')
-  lines += ['', '2-digit held-out scenes only (mean over seeds): where the tasks are hard.', '', header, rule]
-  for b in budgets:
-    lines.append(f'| {b:,} | ' + ' | '.join(
-        f'{cell[t, m, b]["mean_two_digits"]:.1%}' if 'mean_two_digits' in cell.get((t, m, b), {}) else ''
-        for t in tasks for m in models) + ' |')
-  lines.append('| majority class | ' + ' | '.join(
-      f'{baselines[t]["two_digits"]:.1%}' for t in tasks for _ in models) + ' |')
-  return '\n'.join(lines)
+  lines = []
+  for subset, title in (('all', 'All held-out scenes (0-2 digits)'),
+                        ('two_digits', '2-digit held-out scenes only (where both tasks are hard)')):
+    lines += [f'{title}: accuracy, mean ± std over seeds (number of seeds).', '', header, rule]
+    for b in budgets:
+      values = []
+      for t in tasks:
+        for m in models:
+          stats = cell.get((t, m, b), {}).get(subset)
+          values.append(f'{stats["mean"]:.1%} ± {stats["std"]:.1%} ({cell[t, m, b]["seeds"]})' if stats else '')
+      lines.append(f'| {b:,} | ' + ' | '.join(values) + ' |')
+    lines.append('| majority class | ' + ' | '.join(
+        f'{baselines[t][subset]:.1%}' for t in tasks for _ in models) + ' |')
+    lines.append('')
+  return '\n'.join(lines[:-1])
 
 
 STYLES = {'air': ((31, 119, 180), 'circle', 'AIR latents + MLP head'),
@@ -339,57 +325,72 @@ TITLES = {'sum': 'sum of the digits', 'order': 'digits in ascending order (left 
 
 
 def plot(table, baselines, path: pathlib.Path, note: str = '') -> None:
-  """PNG: held-out accuracy vs labelled scenes (log scale), one panel per task, one line per model
-  (mean over seeds, bars min..max), the majority class and 95% as horizontal lines. Pillow only."""
+  """PNG: held-out accuracy vs labelled scenes (log scale); columns: tasks, rows: all scenes and
+  2-digit scenes; one line per model (mean over seeds, bars min..max); the majority class and 95%
+  dashed. Each panel's y axis starts just below its lowest value. Pillow only."""
   from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
   tasks = [t for t in downstream.TASKS if any(r['task'] == t for r in table)]
-  panel_w, panel_h, left, right, top, bottom = 560, 430, 70, 20, 40, 60
-  image = Image.new('RGB', (panel_w * len(tasks), panel_h + 80), 'white')
+  subsets = [s for s in SUBSETS if any(s in r for r in table)]
+  panel_w, panel_h, left, right, top, bottom = 560, 380, 70, 20, 40, 60
+  image = Image.new('RGB', (panel_w * len(tasks), panel_h * len(subsets) + 80), 'white')
   draw = ImageDraw.Draw(image)
   font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
   budgets = sorted({r['budget'] for r in table})
   lo, hi = np.log10(budgets[0]) - 0.25, np.log10(budgets[-1]) + 0.25
-  for k, task in enumerate(tasks):
-    x0, x1, y0, y1 = k * panel_w + left, (k + 1) * panel_w - right, top, panel_h - bottom
-    px = lambda b: x0 + (np.log10(b) - lo) / (hi - lo) * (x1 - x0)
-    py = lambda a: y1 - a * (y1 - y0)
-    for tick in np.arange(0, 1.01, 0.1):  # y grid and labels
-      draw.line([(x0, py(tick)), (x1, py(tick))], fill=(230, 230, 230))
-      draw.text((x0 - 8, py(tick)), f'{tick:.0%}', fill='black', font=small, anchor='rm')
-    for b in budgets:
-      draw.line([(px(b), y0), (px(b), y1)], fill=(230, 230, 230))
-      draw.text((px(b), y1 + 6), f'{b:,}', fill='black', font=small, anchor='mt')
-    draw.rectangle([x0, y0, x1, y1], outline='black')
-    for level, colour, label in ((0.95, (0, 0, 0), '95%'),
-                                 (baselines[task]['overall'], (150, 150, 150), 'majority class')):
-      for xa in np.arange(x0, x1, 10):
-        draw.line([(xa, py(level)), (min(xa + 5, x1), py(level))], fill=colour)
-      draw.text((x1 - 4, py(level) - 2), label, fill=colour, font=small, anchor='rb')
-    for model, (colour, marker, _) in STYLES.items():
-      rows = sorted((r for r in table if r['task'] == task and r['model'] == model), key=lambda r: r['budget'])
-      points = [(px(r['budget']), py(r['mean'])) for r in rows]
-      if len(points) > 1:
-        draw.line(points, fill=colour, width=3)
-      for r, (x, y) in zip(rows, points):
-        draw.line([(x, py(r['min'])), (x, py(r['max']))], fill=colour, width=2)
-        for end in (r['min'], r['max']):
-          draw.line([(x - 4, py(end)), (x + 4, py(end))], fill=colour, width=2)
-        box = [x - 5, y - 5, x + 5, y + 5]
-        if marker == 'circle':
-          draw.ellipse(box, fill=colour)
-        elif marker == 'square':
-          draw.rectangle(box, fill=colour)
-        else:
-          draw.polygon([(x, y - 6), (x - 6, y + 5), (x + 6, y + 5)], fill=colour)
-    draw.text(((x0 + x1) / 2, 12), TITLES[task], fill='black', font=font, anchor='mt')
-    draw.text(((x0 + x1) / 2, y1 + 26), 'labelled training scenes (log scale)', fill='black', font=small, anchor='mt')
-  legend = [(m, STYLES[m]) for m in STYLES if any(r['model'] == m for r in table)]
+  subset_titles = {'all': 'all held-out scenes', 'two_digits': '2-digit held-out scenes'}
+  for row, subset in enumerate(subsets):
+    for k, task in enumerate(tasks):
+      rows = [r for r in table if r['task'] == task and subset in r]
+      majority = baselines[task][subset]  # nan where the held-out set has no such scenes
+      floor = min([r[subset]['min'] for r in rows] + ([majority] if np.isfinite(majority) else []))
+      bottom_value = max(0.0, np.floor(floor * 10 - 0.5) / 10)
+      x0, x1 = k * panel_w + left, (k + 1) * panel_w - right
+      y0, y1 = row * panel_h + top, (row + 1) * panel_h - bottom
+      px = lambda b: x0 + (np.log10(b) - lo) / (hi - lo) * (x1 - x0)
+      py = lambda a: y1 - (a - bottom_value) / (1.0 - bottom_value) * (y1 - y0)
+      step = 0.1 if bottom_value < 0.5 else 0.05
+      for tick in np.arange(bottom_value, 1.0001, step):  # y grid and labels
+        draw.line([(x0, py(tick)), (x1, py(tick))], fill=(230, 230, 230))
+        draw.text((x0 - 8, py(tick)), f'{tick:.0%}', fill='black', font=small, anchor='rm')
+      for b in budgets:
+        draw.line([(px(b), y0), (px(b), y1)], fill=(230, 230, 230))
+        draw.text((px(b), y1 + 6), f'{b:,}', fill='black', font=small, anchor='mt')
+      draw.rectangle([x0, y0, x1, y1], outline='black')
+      levels = [(0.95, (0, 0, 0), '95%')] + ([(majority, (150, 150, 150), 'majority class')]
+                                             if np.isfinite(majority) else [])
+      for level, colour, label in levels:
+        for xa in np.arange(x0, x1, 10):
+          draw.line([(xa, py(level)), (min(xa + 5, x1), py(level))], fill=colour)
+        draw.text((x0 + 4, py(level) - 2), label, fill=colour, font=small, anchor='lb')
+      for model, (colour, marker, _) in STYLES.items():
+        series = sorted((r for r in rows if r['model'] == model), key=lambda r: r['budget'])
+        points = [(px(r['budget']), py(r[subset]['mean'])) for r in series]
+        if len(points) > 1:
+          draw.line(points, fill=colour, width=3)
+        for r, (x, y) in zip(series, points):
+          stats = r[subset]
+          draw.line([(x, py(stats['min'])), (x, py(stats['max']))], fill=colour, width=2)
+          for end in (stats['min'], stats['max']):
+            draw.line([(x - 4, py(end)), (x + 4, py(end))], fill=colour, width=2)
+          box = [x - 5, y - 5, x + 5, y + 5]
+          if marker == 'circle':
+            draw.ellipse(box, fill=colour)
+          elif marker == 'square':
+            draw.rectangle(box, fill=colour)
+          else:
+            draw.polygon([(x, y - 6), (x - 6, y + 5), (x + 6, y + 5)], fill=colour)
+      draw.text(((x0 + x1) / 2, y0 - 28), f'{TITLES[task]}: {subset_titles[subset]}', fill='black',
+                font=font, anchor='mt')
+      draw.text(((x0 + x1) / 2, y1 + 26), 'labelled training scenes (log scale)', fill='black',
+                font=small, anchor='mt')
+  base = panel_h * len(subsets)
   x = 20
-  for model, (colour, _, label) in legend:
-    draw.rectangle([x, panel_h + 25, x + 14, panel_h + 39], fill=colour)
-    draw.text((x + 20, panel_h + 32), label, fill='black', font=font, anchor='lm')
+  for model in [m for m in STYLES if any(r['model'] == m for r in table)]:
+    colour, _, label = STYLES[model]
+    draw.rectangle([x, base + 20, x + 14, base + 34], fill=colour)
+    draw.text((x + 20, base + 27), label, fill='black', font=font, anchor='lm')
     x += 40 + int(draw.textlength(label, font=font))
-  draw.text((20, panel_h + 58), note, fill=(90, 90, 90), font=small, anchor='lm')
+  draw.text((20, base + 55), note, fill=(90, 90, 90), font=small, anchor='lm')
   image.save(path)
 
 
