@@ -9,6 +9,8 @@ At step i = 1..N the LSTM reads the image (AIR) or the image minus the canvas re
 In AIR the image's share of the LSTM gates, W x + b, is the same at every step and is computed
 once per image; DAIR projects its per-step input x - canvas_<i with the same W and b. Each step
 sows its encoder input (x or x - canvas_<i) into the 'intermediates' collection.
+With model.memoryless (DAIR only) the LSTM starts every step from a zero state and does not see
+the previous latents: each step infers the next object from x - canvas_<i alone.
 """
 from typing import NamedTuple
 
@@ -70,10 +72,13 @@ class AIRStep(nn.Module):
     else:  # AIR: the image itself, projected once per image by the caller
       encoder_input = images
     self.sow('intermediates', 'encoder_input', encoder_input)
-    gates = image_gates + modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype,
-                                        name='latent_gates')(
-        jnp.concatenate([z_pres[:, None], z_where, z_what], axis=-1))
-    gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='recurrent_gates')(h)
+    gates = image_gates
+    if cfg.get('memoryless', False):  # DAIR: step i is a function of x - canvas_<i alone
+      h, c = jnp.zeros_like(h), jnp.zeros_like(c)
+    else:
+      gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='latent_gates')(
+          jnp.concatenate([z_pres[:, None], z_where, z_what], axis=-1))
+      gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='recurrent_gates')(h)
     i_gate, f_gate, g_gate, o_gate = jnp.split(gates, 4, axis=-1)
     c = nn.sigmoid(f_gate + 1.0) * c + nn.sigmoid(i_gate) * jnp.tanh(g_gate)
     h = nn.sigmoid(o_gate) * jnp.tanh(c)
@@ -116,6 +121,9 @@ class AIR(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False) -> AIROutput:
     cfg = self.config
+    if cfg.get('memoryless', False) and not cfg.difference_input:
+      raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
+                       'in AIR every step would see the same image and infer the same object')
     chex.assert_rank(images, 3)
     batch, height, width = images.shape
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),

@@ -143,10 +143,22 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
     prior = z_pres_prior_at(state.step, config.objective)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.signal_stats, images, key, prior)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
-    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    # A norm is finite iff every entry is (or it overflowed: a step to skip as well), and the model's
+    # is computed anyway for clipping: no extra pass over the gradients.
+    grad_norms = {name: optax.tree.norm(g) for name, g in grads.items()}
+    finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(jnp.stack(list(grad_norms.values()))))
+
+    def apply_update(params, opt_state, grads, stats, new_stats):
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, new_stats
+
+    def skip_update(params, opt_state, grads, stats, new_stats):
+      return params, opt_state, stats
+
+    # lax.cond, not jnp.where over the state: only one branch runs, and its writes go in place.
+    params, opt_state, signal_stats = jax.lax.cond(
+        finite, apply_update, skip_update, state.params, state.opt_state, grads, state.signal_stats,
+        aux['stats'])
     out, terms = aux['out'], aux['terms']
     active = out.active
     metrics = dict(
@@ -156,11 +168,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
         advantage_sd=jnp.sqrt((active * jnp.square(aux['advantage'])).sum() / active.sum()),
         count=out.z_pres.sum(-1).mean(),
         train_count_accuracy=(out.z_pres.sum(-1) == counts).mean(),
-        grad_norm=optax.tree.norm(grads['model']), z_pres_prior=prior)
+        grad_norm=grad_norms['model'], z_pres_prior=prior)
     new_state = TrainState(
-        step=state.step + 1, params=keep_if_finite(params, state.params),
-        opt_state=keep_if_finite(opt_state, state.opt_state),
-        signal_stats=keep_if_finite(aux['stats'], state.signal_stats),
+        step=state.step + 1, params=params, opt_state=opt_state, signal_stats=signal_stats,
         nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1))
     metrics['nonfinite_steps'] = new_state.nonfinite_steps

@@ -113,3 +113,33 @@ def test_dair_runs_and_differs(setup):
     assert np.all(gap[drew] > 1e-4)
     # An image with nothing drawn at step 1 keeps a blank canvas: DAIR == AIR all the way.
     np.testing.assert_allclose(dair.hidden[~drew], air.hidden[~drew], atol=1e-6)
+
+
+
+def test_memoryless_dair_step_depends_only_on_the_residual(scene_batch):
+  """With model.memoryless, step 2 of a run on x infers exactly what step 1 infers on the
+  residual x - canvas_1 it was given: no memory of earlier steps enters."""
+  config = helpers.smoke_config('')
+  config.model.difference_input = True
+  config.model.memoryless = True
+  air = model_lib.AIR(config.model)
+  images = jnp.asarray(scene_batch['image'][:B], jnp.float32) / 255.0
+  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
+  assert 'recurrent_gates' not in params['step'] and 'latent_gates' not in params['step']
+  forward = jax.jit(lambda x: air.apply({'params': params}, x, use_mode=True,
+                                        mutable='intermediates'))
+  out, state = forward(images)
+  residual = state['intermediates']['step']['encoder_input'][0][1]  # step 2's input
+  assert np.abs(np.asarray(residual - images)).max() > 1e-3  # step 1 drew something
+  again, _ = forward(residual)
+  np.testing.assert_allclose(out.hidden[:, 1], again.hidden[:, 0], atol=1e-5)
+  np.testing.assert_allclose(out.z_pres_logits[:, 1], again.z_pres_logits[:, 0], atol=1e-4)
+  np.testing.assert_allclose(out.z_where_loc[:, 1], again.z_where_loc[:, 0], atol=1e-5)
+
+
+def test_memoryless_needs_dair():
+  config = helpers.smoke_config('')
+  config.model.memoryless = True
+  with pytest.raises(ValueError, match='difference_input'):
+    model_lib.AIR(config.model).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+                                     jnp.zeros((2, 50, 50)))

@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       max_steps=3,            # one more than the most objects, so the model can say "stop"
       difference_input=False,  # True: DAIR (the LSTM sees image - canvas so far)
+      memoryless=False,       # DAIR only: step i sees x - canvas_<i and nothing else (no LSTM memory)
       lstm_size=256,
       predictor_hidden=200,
       encoder_hidden=200,
