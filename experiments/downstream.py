@@ -35,6 +35,7 @@ import numpy as np
 
 from air_jax import checkpoints
 from air_jax import downstream
+from air_jax import launch
 from air_jax import metrics
 from air_jax import train
 from air_jax.configs import default
@@ -423,4 +424,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=launch.parse_flags)
