@@ -63,17 +63,18 @@ def test_smoke_mode_end_to_end(tmp_path):
                        text=True, timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((root / 'strong_generalization.json').read_text())
-  assert {(r['task'], r['model']) for r in results} == {('extrapolation', 'air'), ('extrapolation', 'dair')}
+  assert {(r['task'], r['model']) for r in results} == {
+      ('extrapolation', 'air'), ('extrapolation', 'dair'), ('extrapolation', 'dair_memoryless')}
   for r in results:
     assert 0.0 <= r['unseen']['count_accuracy'] <= 1.0
     assert np.asarray(r['unseen']['confusion']).sum() == 8
   table = (root / 'strong_generalization.md').read_text()
-  assert table.startswith('| task | model |') and 'extrapolation' in table and 'DAIR' in table
+  assert table.startswith('| task | model |') and 'extrapolation' in table and 'DAIR memoryless' in table
   assert 'accuracy on unseen' in run.stdout
 
   # A second call reuses the finished runs: nothing is retrained.
   again = subprocess.run(command, cwd=helpers.REPO, env=helpers.subprocess_env(), capture_output=True,
                          text=True, timeout=900)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count('finished earlier') == 2
+  assert again.stdout.count('finished earlier') == 3
   assert json.loads((root / 'strong_generalization.json').read_text()) == results
