@@ -84,7 +84,8 @@ class AIRStep(nn.Module):
     h = nn.sigmoid(o_gate) * jnp.tanh(c)
 
     logit, where_loc, where_scale = modules.PresWhereHead(
-        cfg.predictor_hidden, cfg.z_pres_logit_bias, dtype=dtype, name='pres_where')(h)
+        cfg.predictor_hidden, cfg.z_pres_logit_bias, dtype=dtype,
+        logit_bound=cfg.get('z_pres_logit_bound', 0.0), name='pres_where')(h)
     if self.use_mode:
       present = (logit > 0).astype(jnp.float32)
       new_z_where = where_loc

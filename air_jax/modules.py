@@ -44,15 +44,21 @@ def gaussian_params(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 
 
 class PresWhereHead(nn.Module):
-  """h [B, L] -> q(z_pres) logit [B], q(z_where) loc [B, 3] and scale [B, 3]."""
+  """h [B, L] -> q(z_pres) logit [B], q(z_where) loc [B, 3] and scale [B, 3].
+
+  With logit_bound L > 0 the logit is L tanh(a / L): q(z_pres) stays within sigmoid(+-L), so
+  every decision keeps being explored and neither its score nor its KL gradient vanishes."""
   hidden: int
   z_pres_logit_bias: float
   dtype: jnp.dtype = jnp.float32
+  logit_bound: float = 0.0
 
   @nn.compact
   def __call__(self, h: jax.Array):
     out = MLP([self.hidden, 7], dtype=self.dtype)(h)
     logit = out[:, 0] + self.z_pres_logit_bias
+    if self.logit_bound > 0:
+      logit = self.logit_bound * jnp.tanh(logit / self.logit_bound)
     loc, scale = gaussian_params(out[:, 1:])
     return logit, loc, scale
 

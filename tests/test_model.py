@@ -143,3 +143,19 @@ def test_memoryless_needs_dair():
   with pytest.raises(ValueError, match='difference_input'):
     model_lib.AIR(config.model).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                      jnp.zeros((2, 50, 50)))
+
+
+def test_z_pres_logit_bound_keeps_q_away_from_0_and_1(setup):
+  """logit = L tanh(a / L): with a huge initial bias a ~ 50, the logit is just under L (q < 1, so
+  z_pres = 0 keeps being sampled), and unbounded it would be ~50."""
+  _, _, params, images, _ = setup
+  for bound in (0.0, 2.0):
+    config, forward = make_forward(z_pres_logit_bias=50.0)
+    config.model.z_pres_logit_bound = bound
+    air = model_lib.AIR(config.model)
+    out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(0)})
+    logits = np.asarray(out.z_pres_logits)
+    if bound:
+      assert np.all(np.abs(logits) <= bound) and logits.min() > 1.9
+    else:
+      assert logits.min() > 40

@@ -36,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       decoder_bias=-2.0,      # new objects start almost blank
       matmul_dtype='float32',  # or 'bfloat16': matmul inputs in bf16, results and state in float32
       z_pres_logit_bias=0.0,  # initial q(z_pres) = 0.5 (2.0 converged ~3k steps later, measured)
+      # logit = bound * tanh(logit / bound): q(z_pres) within [0.018, 0.982], so an object that
+      # should go keeps being sampled off and its gradients never vanish (the k+1 trap; WORKSPACE.md).
+      z_pres_logit_bound=4.0,
   ))
 
   config.objective = ml_collections.ConfigDict(dict(
