@@ -143,8 +143,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
     prior = z_pres_prior_at(state.step, config.objective)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.signal_stats, images, key, prior)
-    # A norm is finite iff every entry is (or it overflowed: a step to skip as well), and the model's
-    # is computed anyway for clipping: no extra pass over the gradients.
+    # A norm is finite iff every entry is (or it overflowed: a step to skip as well): one reduction
+    # per network instead of an isfinite pass per leaf; the model's is also the grad_norm metric.
     grad_norms = {name: optax.tree.norm(g) for name, g in grads.items()}
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(jnp.stack(list(grad_norms.values()))))
 
@@ -246,6 +246,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ('max_steps', 'lstm_size', 'z_what_size', 'glimpse_size', 'patch_size'):
     if not config.model[name] > 0:
       raise ValueError(f'config.model.{name} must be positive, got {config.model[name]}')
+  if not config.model.z_pres_logit_bound >= 0:
+    raise ValueError(f'config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
+                     f'{config.model.z_pres_logit_bound}')
+  if config.model.memoryless and not config.model.difference_input:
+    raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR)')
   objective = config.objective
   for name in ('z_pres_prior', 'z_pres_prior_start'):
     if not 0 < objective[name] < 1:

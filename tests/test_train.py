@@ -203,6 +203,8 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
     ('objective.signal_decay', 1.5, 'signal_decay'),
     ('data.train_counts', (), 'train_counts'),
     ('data.eval_counts', (-1, 1), 'eval_counts'),
+    ('model.z_pres_logit_bound', -1.0, 'z_pres_logit_bound'),
+    ('model.memoryless', True, 'memoryless'),  # without difference_input
 ])
 def test_validate_config_rejects(field, value, name):
   config = helpers.smoke_config('')
