@@ -49,6 +49,16 @@ def matmul_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+def check_options(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming an invalid combination of model options (config.model)."""
+  if not cfg.get('z_pres_logit_bound', 0.0) >= 0:
+    raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
+                     f'{cfg.z_pres_logit_bound}')
+  if cfg.get('memoryless', False) and not cfg.difference_input:
+    raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
+                     'in AIR every step would see the same image and infer the same object')
+
+
 def project(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
   """x @ kernel with the matmul in dtype, accumulated and returned in float32."""
   return jnp.matmul(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
@@ -122,9 +132,7 @@ class AIR(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False) -> AIROutput:
     cfg = self.config
-    if cfg.get('memoryless', False) and not cfg.difference_input:
-      raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
-                       'in AIR every step would see the same image and infer the same object')
+    check_options(cfg)
     chex.assert_rank(images, 3)
     batch, height, width = images.shape
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),

@@ -246,11 +246,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ('max_steps', 'lstm_size', 'z_what_size', 'glimpse_size', 'patch_size'):
     if not config.model[name] > 0:
       raise ValueError(f'config.model.{name} must be positive, got {config.model[name]}')
-  if not config.model.z_pres_logit_bound >= 0:
-    raise ValueError(f'config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
-                     f'{config.model.z_pres_logit_bound}')
-  if config.model.memoryless and not config.model.difference_input:
-    raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR)')
+  model_lib.check_options(config.model)
   objective = config.objective
   for name in ('z_pres_prior', 'z_pres_prior_start'):
     if not 0 < objective[name] < 1:
