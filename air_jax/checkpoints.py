@@ -5,6 +5,7 @@ save leaves the previous checkpoint as the latest. A checkpoint that does not fi
 restored into (another model config) or cannot be read (corrupt files) raises CheckpointError
 naming the checkpoint and the mismatch.
 """
+import dataclasses
 import pathlib
 
 import jax
@@ -80,23 +81,37 @@ class Checkpointer:
                             + (f'; and {len(problems) - 3} more' if len(problems) > 3 else ''))
 
   def restore(self, target, step: int | None = None):
-    """The state saved at step (default: latest), with target's structure, shapes and shardings."""
+    """The state saved at step (default: latest), with target's structure, shapes and shardings.
+    Fields of target without arrays (e.g. ema_params = {} when off) need not be in the checkpoint:
+    checkpoints written before such a field existed still restore."""
     step = self.latest_step() if step is None else step
     self._check_fits(step, self._stored_shapes(step), _shapes(target))
-    return self._restore(step, target)
+    if not dataclasses.is_dataclass(target):
+      return self._restore(step, target)
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
+    on_disk = self.manager.item_metadata(step).tree
+    absent = {k: v for k, v in fields.items() if k not in on_disk and not jax.tree.leaves(v)}
+    restored = self._restore(step, {k: v for k, v in fields.items() if k not in absent})
+    return target.replace(**restored, **absent)
 
-  def restore_params(self, target, step: int | None = None):
-    """Only the model parameters (the subtree params/model) of the state saved at step, with
-    target's structure and shapes, on the first device; the rest of the checkpoint (optimiser state,
-    counters) may have any layout."""
+  def restore_params(self, target, step: int | None = None, subtree: str = 'params/model'):
+    """Only one set of model parameters (subtree: params/model, or ema_params) of the state saved
+    at step, with target's structure and shapes, on the first device; the rest of the checkpoint
+    (optimiser state, counters) may have any layout."""
     step = self.latest_step() if step is None else step
     stored = self._stored_shapes(step)
-    prefix = 'params/model/'
+    prefix = subtree + '/'
+    if not any(k.startswith(prefix) for k in stored):
+      raise CheckpointError(f'checkpoint {self.directory / str(step)} has no {subtree} (saved with another '
+                            'config? ema_params exist only in runs with config.ema_decay > 0)')
     self._check_fits(step, {k[len(prefix):]: v for k, v in stored.items() if k.startswith(prefix)}, _shapes(target))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     metadata = self.manager.item_metadata(step).tree
     everything = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    return self._restore(step, everything)['params']['model']
+    restored = self._restore(step, everything)
+    for key in subtree.split('/'):
+      restored = restored[key]
+    return restored
 
   def save(self, step: int, state) -> None:
     self.manager.save(step, args=ocp.args.StandardSave(state))

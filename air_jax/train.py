@@ -36,6 +36,7 @@ class TrainState:
   signal_stats: objectives.SignalStats
   nonfinite_steps: jax.Array      # steps skipped because the loss or a gradient was not finite
   nonfinite_in_a_row: jax.Array   # of those, how many came last, one after another
+  ema_params: Any = flax.struct.field(default_factory=dict)  # EMA of params['model'] ({} if off)
 
 
 class NonFiniteError(FloatingPointError):
@@ -70,7 +71,25 @@ def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),
                     signal_stats=objectives.SignalStats.zeros(config.model.max_steps),
-                    nonfinite_steps=jnp.zeros((), jnp.int32), nonfinite_in_a_row=jnp.zeros((), jnp.int32))
+                    nonfinite_steps=jnp.zeros((), jnp.int32), nonfinite_in_a_row=jnp.zeros((), jnp.int32),
+                    ema_params=model_params if uses_ema(config) else {})
+
+
+def uses_ema(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run keeps an exponential moving average of the model parameters to evaluate."""
+  return config.get('ema_decay', 0.0) > 0
+
+
+def eval_params(state: TrainState, config: ml_collections.ConfigDict):
+  """The model parameters to evaluate: their EMA when config.ema_decay > 0, else the latest."""
+  return state.ema_params if uses_ema(config) else state.params['model']
+
+
+def ema_update(ema, params, decay: float, step: jax.Array):
+  """ema <- d ema + (1 - d) params with d = min(decay, (1 + step) / (10 + step)): early on the
+  average covers the few steps there are instead of remembering the initialisation."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
 
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array, mesh) -> TrainState:
@@ -148,17 +167,20 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
     grad_norms = {name: optax.tree.norm(g) for name, g in grads.items()}
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(jnp.stack(list(grad_norms.values()))))
 
-    def apply_update(params, opt_state, grads, stats, new_stats):
+    def apply_update(params, opt_state, ema, grads, stats, new_stats):
       updates, opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, new_stats
+      params = optax.apply_updates(params, updates)
+      if uses_ema(config):
+        ema = ema_update(ema, params['model'], config.ema_decay, state.step)
+      return params, opt_state, ema, new_stats
 
-    def skip_update(params, opt_state, grads, stats, new_stats):
-      return params, opt_state, stats
+    def skip_update(params, opt_state, ema, grads, stats, new_stats):
+      return params, opt_state, ema, stats
 
     # lax.cond, not jnp.where over the state: only one branch runs, and its writes go in place.
-    params, opt_state, signal_stats = jax.lax.cond(
-        finite, apply_update, skip_update, state.params, state.opt_state, grads, state.signal_stats,
-        aux['stats'])
+    params, opt_state, ema_params, signal_stats = jax.lax.cond(
+        finite, apply_update, skip_update, state.params, state.opt_state, state.ema_params, grads,
+        state.signal_stats, aux['stats'])
     out, terms = aux['out'], aux['terms']
     active = out.active
     metrics = dict(
@@ -172,7 +194,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
     new_state = TrainState(
         step=state.step + 1, params=params, opt_state=opt_state, signal_stats=signal_stats,
         nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
-        nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1))
+        nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1), ema_params=ema_params)
     metrics['nonfinite_steps'] = new_state.nonfinite_steps
     return new_state, metrics
 
@@ -223,14 +245,15 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
 
 
 def restore_model_params(workdir, config: ml_collections.ConfigDict):
-  """Model params of the latest checkpoint in an existing <workdir>/checkpoints, or None if it has
-  none; restored against shapes from jax.eval_shape (nothing is initialised or written)."""
+  """Model params to evaluate (eval_params) of the latest checkpoint in an existing
+  <workdir>/checkpoints, or None if it has none; restored against shapes from jax.eval_shape
+  (nothing is initialised or written)."""
   checkpointer = checkpoints.Checkpointer(workdir, create=False)
   try:
     if checkpointer.latest_step() is None:
       return None
     target = jax.eval_shape(lambda: init_state(config, jax.random.key(0))).params['model']
-    return checkpointer.restore_params(target)
+    return checkpointer.restore_params(target, subtree='ema_params' if uses_ema(config) else 'params/model')
   finally:
     checkpointer.close()
 
@@ -253,6 +276,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.objective.{name} must be in (0, 1), got {objective[name]}')
   if not objective.likelihood_scale > 0:
     raise ValueError(f'config.objective.likelihood_scale must be positive, got {objective.likelihood_scale}')
+  if not 0 <= config.get('ema_decay', 0.0) < 1:
+    raise ValueError(f'config.ema_decay must be in [0, 1) (0: no parameter average), got {config.ema_decay}')
   if not 0 <= objective.signal_decay < 1:
     raise ValueError(f'config.objective.signal_decay must be in [0, 1), got {objective.signal_decay}')
   for counts in ('train_counts', 'eval_counts'):
@@ -400,11 +425,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
       interval_start, interval_steps = time.time(), 0
     if done % config.eval_every_steps == 0 or done == config.num_train_steps:
       pause = time.time()
-      result = evaluate(eval_step, state.params['model'], eval_source, config.eval_batch_size,
+      result = evaluate(eval_step, eval_params(state, config), eval_source, config.eval_batch_size,
                         jax.random.fold_in(eval_key, done), max_count, mesh)
       writer.scalars(done, {'eval/count_accuracy': result['count_accuracy'], 'eval/elbo': result['elbo']})
       writer.image(done, 'eval/pictures',
-                   pictures(state.params['model'], picture_scenes['image'], picture_scenes['count']))
+                   pictures(eval_params(state, config), picture_scenes['image'], picture_scenes['count']))
       history.append(dict(kind='eval', step=done, train_seconds=round(train_seconds, 2),
                           count_accuracy=result['count_accuracy'], elbo=result['elbo'],
                           confusion=result['confusion'].tolist()))

@@ -205,6 +205,8 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
     ('data.eval_counts', (-1, 1), 'eval_counts'),
     ('model.z_pres_logit_bound', -1.0, 'z_pres_logit_bound'),
     ('model.memoryless', True, 'memoryless'),  # without difference_input
+    ('ema_decay', 1.0, 'ema_decay'),
+    ('ema_decay', -0.1, 'ema_decay'),
 ])
 def test_validate_config_rejects(field, value, name):
   config = helpers.smoke_config('')

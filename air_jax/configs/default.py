@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.learning_rate = 1e-3
   config.baseline_learning_rate = 1e-3
   config.grad_clip_norm = 10.0
+  # > 0: keep theta_ema <- d theta_ema + (1 - d) theta and evaluate (and checkpoint-restore for
+  # inference) with it; 0: evaluate the latest parameters.
+  config.ema_decay = 0.0
   config.num_train_steps = 10_000
   config.log_every_steps = 100
   config.eval_every_steps = 500
