@@ -78,9 +78,9 @@ def test_smoke_mode_end_to_end(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count('finished earlier') == 3
   assert json.loads((root / 'strong_generalization.json').read_text()) == results
-  assert all(r['ema_decay'] == 0.999 for r in results) and 'EMA with decay 0.999' in table
+  assert all(r['ema_decay'] == 0.9995 for r in results) and 'EMA with decay 0.9995' in table
 
   # The same workdir asked for another config (no parameter average) is refused, naming the difference.
   other = subprocess.run(command + ['--ema_decay=0', '--models=air'], cwd=helpers.REPO,
                          env=helpers.subprocess_env(), capture_output=True, text=True, timeout=900)
-  assert other.returncode == 1 and 'ema_decay: 0.999 -> 0.0' in other.stderr, other.stderr[-2000:]
+  assert other.returncode == 1 and 'ema_decay: 0.9995 -> 0.0' in other.stderr, other.stderr[-2000:]
