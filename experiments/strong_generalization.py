@@ -8,9 +8,10 @@
 
 Models: AIR, DAIR, and memoryless DAIR (each step sees only the image minus the canvas so far;
 model.memoryless). Each (task, model, seed) trains in <workdir>/<task>_<model>_seed<seed> with the
-default config (N = 3 steps) and evaluates held-out scenes from MNIST test digits, both of the unseen count and of
-the training counts, with an exponential moving average of the parameters (--ema_decay; a count read
-off one step's parameters swings by several points from one evaluation to the next). A finished run is not retrained and an interrupted one resumes from its
+default config (N = 3 steps) and evaluates held-out scenes from MNIST test digits, both of the
+unseen count and of the training counts, with an exponential moving average of the parameters
+(--ema_decay; a count read off one step's parameters swings by several points from one evaluation
+to the next). A finished run is not retrained and an interrupted one resumes from its
 checkpoint. The table goes to stdout and to <workdir>/strong_generalization.{md,json}.
 """
 import json
@@ -111,8 +112,8 @@ def run_one(root: pathlib.Path, task: str, model: str, seed: int, log) -> dict:
   if latest != config.num_train_steps:
     log(f'{workdir.name}: training {"from step " + str(latest) if latest else "from scratch"}')
     train.train_and_evaluate(config, str(workdir), log=lambda s: log(f'  [{workdir.name}] {s}'))
-  result = dict(task=task, model=model, seed=seed, num_train_steps=config.num_train_steps, ema_decay=config.ema_decay,
-                num_eval=_NUM_EVAL.value, train_counts=list(TASKS[task]['train_counts']),
+  result = dict(task=task, model=model, seed=seed, num_train_steps=config.num_train_steps,
+                ema_decay=config.ema_decay, num_eval=_NUM_EVAL.value, train_counts=list(TASKS[task]['train_counts']),
                 unseen_counts=list(TASKS[task]['unseen_counts']))
   mesh = parallel.make_mesh()
   params, eval_step = train.restore_model_params(workdir, config), train.make_eval_step(config, mesh)
