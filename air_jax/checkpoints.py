@@ -89,7 +89,7 @@ class Checkpointer:
     if not dataclasses.is_dataclass(target):
       return self._restore(step, target)
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
-    on_disk = self.manager.item_metadata(step).tree
+    on_disk = self.manager.item_metadata(step).tree  # not the shapes: an empty {} field is on disk too
     absent = {k: v for k, v in fields.items() if k not in on_disk and not jax.tree.leaves(v)}
     restored = self._restore(step, {k: v for k, v in fields.items() if k not in absent})
     return target.replace(**restored, **absent)
