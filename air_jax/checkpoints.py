@@ -59,9 +59,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def _stored_shapes(self, step: int) -> dict:
+  def _stored(self, step: int):
+    """(metadata tree, {path: shape}) of the checkpoint at step, read once."""
     try:
-      return _shapes(self.manager.item_metadata(step).tree)
+      tree = self.manager.item_metadata(step).tree
+      return tree, _shapes(tree)
     except Exception as e:  # missing or garbled metadata files
       raise CheckpointError(f'checkpoint {self.directory / str(step)} cannot be read (corrupt or incomplete: '
                             f'{_first_line(e)}); delete it to resume from an earlier one') from e
@@ -85,11 +87,12 @@ class Checkpointer:
     Fields of target without arrays (e.g. ema_params = {} when off) need not be in the checkpoint:
     checkpoints written before such a field existed still restore."""
     step = self.latest_step() if step is None else step
-    self._check_fits(step, self._stored_shapes(step), _shapes(target))
+    on_disk, stored = self._stored(step)
+    self._check_fits(step, stored, _shapes(target))
     if not dataclasses.is_dataclass(target):
       return self._restore(step, target)
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
-    on_disk = self.manager.item_metadata(step).tree  # not the shapes: an empty {} field is on disk too
+    # on_disk, not the shapes: a field saved as an empty {} is in the checkpoint too.
     absent = {k: v for k, v in fields.items() if k not in on_disk and not jax.tree.leaves(v)}
     restored = self._restore(step, {k: v for k, v in fields.items() if k not in absent})
     return target.replace(**restored, **absent)
@@ -99,14 +102,13 @@ class Checkpointer:
     at step, with target's structure and shapes, on the first device; the rest of the checkpoint
     (optimiser state, counters) may have any layout."""
     step = self.latest_step() if step is None else step
-    stored = self._stored_shapes(step)
+    metadata, stored = self._stored(step)
     prefix = subtree + '/'
     if not any(k.startswith(prefix) for k in stored):
       raise CheckpointError(f'checkpoint {self.directory / str(step)} has no {subtree} (saved with another '
                             'config? ema_params exist only in runs with config.ema_decay > 0)')
     self._check_fits(step, {k[len(prefix):]: v for k, v in stored.items() if k.startswith(prefix)}, _shapes(target))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    metadata = self.manager.item_metadata(step).tree
     everything = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
     restored = self._restore(step, everything)
     for key in subtree.split('/'):

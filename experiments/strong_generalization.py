@@ -113,8 +113,8 @@ def run_one(root: pathlib.Path, task: str, model: str, seed: int, log) -> dict:
     log(f'{workdir.name}: training {"from step " + str(latest) if latest else "from scratch"}')
     train.train_and_evaluate(config, str(workdir), log=lambda s: log(f'  [{workdir.name}] {s}'))
   result = dict(task=task, model=model, seed=seed, num_train_steps=config.num_train_steps,
-                ema_decay=config.ema_decay, num_eval=_NUM_EVAL.value, train_counts=list(TASKS[task]['train_counts']),
-                unseen_counts=list(TASKS[task]['unseen_counts']))
+                ema_decay=config.ema_decay, num_eval=_NUM_EVAL.value,
+                train_counts=list(TASKS[task]['train_counts']), unseen_counts=list(TASKS[task]['unseen_counts']))
   mesh = parallel.make_mesh()
   params, eval_step = train.restore_model_params(workdir, config), train.make_eval_step(config, mesh)
   for split in ('unseen', 'train'):
