@@ -23,6 +23,7 @@ from air_jax import modules
 from air_jax import objectives
 from air_jax import parallel
 from air_jax import visualize
+from air_jax.configs import default as default_config
 from air_jax.data import mnist as mnist_lib
 from air_jax.data import multi_mnist
 from air_jax.data import pipeline
@@ -305,8 +306,10 @@ def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
 
 
 def config_differences(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> list:
-  """'name: saved -> new' for every setting (outside RESUMABLE_SETTINGS) that differs."""
-  old = _flatten(json.loads(saved.to_json_best_effort()))
+  """'name: saved -> new' for every setting (outside RESUMABLE_SETTINGS) that differs. A setting
+  the saved config lacks (added to the library after that run started) counts as its default."""
+  old = {**_flatten(json.loads(default_config.get_config().to_json_best_effort())),
+         **_flatten(json.loads(saved.to_json_best_effort()))}
   new = _flatten(json.loads(config.to_json_best_effort()))
   return [f'{name}: {old.get(name, "(unset)")} -> {new.get(name, "(unset)")}'
           for name in sorted(set(old) | set(new))

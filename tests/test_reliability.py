@@ -177,6 +177,13 @@ def test_resume_with_another_config_is_refused_and_writes_nothing(saved_run):
   longer = config.copy_and_resolve_references()
   longer.num_train_steps, longer.eval_every_steps = 100, 7
   assert train.config_differences(config, longer) == []
+  # A setting added to the library after the run was saved counts as its default value.
+  older = config.copy_and_resolve_references()
+  del older.model['composition']
+  assert train.config_differences(older, config) == []
+  config_union = config.copy_and_resolve_references()
+  config_union.model.composition = 'union'
+  assert train.config_differences(older, config_union) == ['model.composition: sum -> union']
 
 
 # ---- bad launcher input: one line, exit 1, nothing written -----------------------------------------------
