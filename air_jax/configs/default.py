@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 64            # global batch (split over all devices)
   config.per_device_batch_size = 0  # > 0: global batch = this x number of devices instead
   config.learning_rate = 1e-3
+  # < 1: the model's learning rate decays along a cosine to this fraction of learning_rate at
+  # num_train_steps (so a resumed run that changes num_train_steps changes the schedule); 1: constant.
+  config.learning_rate_final_fraction = 1.0
   config.baseline_learning_rate = 1e-3
   config.grad_clip_norm = 10.0
   # > 0: keep theta_ema <- d theta_ema + (1 - d) theta and evaluate (and checkpoint-restore for
