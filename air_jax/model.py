@@ -63,9 +63,6 @@ def check_options(cfg: ml_collections.ConfigDict) -> None:
   if not cfg.get('z_pres_logit_bound', 0.0) >= 0:
     raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
                      f'{cfg.z_pres_logit_bound}')
-  if cfg.get('residual_glimpse', False) and not cfg.difference_input:
-    raise ValueError('config.model.residual_glimpse needs config.model.difference_input=True (DAIR): '
-                     'AIR has no canvas residual to read glimpses from')
   if cfg.get('memoryless', False) and not cfg.difference_input:
     raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
                      'in AIR every step would see the same image and infer the same object')
@@ -117,9 +114,7 @@ class AIRStep(nn.Module):
     active = z_pres
     new_z_pres = present * active
 
-    # DAIR with model.residual_glimpse: z_what too reads what the canvas leaves unexplained.
-    glimpse_source = encoder_input if cfg.get('residual_glimpse', False) else images
-    glimpses = glimpse.read(glimpse_source, new_z_where, (cfg.glimpse_size, cfg.glimpse_size))
+    glimpses = glimpse.read(images, new_z_where, (cfg.glimpse_size, cfg.glimpse_size))
     what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size, dtype=dtype,
                                                  name='object_encoder')(glimpses)
     if self.use_mode:

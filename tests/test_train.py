@@ -228,7 +228,6 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
     ('learning_rate_final_fraction', 1.5, 'learning_rate_final_fraction'),
     ('learning_rate_final_fraction', -0.1, 'learning_rate_final_fraction'),
     ('model.composition', 'max', 'composition'),
-    ('model.residual_glimpse', True, 'residual_glimpse'),  # without difference_input
 ])
 def test_validate_config_rejects(field, value, name):
   config = helpers.smoke_config('')

@@ -25,7 +25,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_steps=3,            # one more than the most objects, so the model can say "stop"
       difference_input=False,  # True: DAIR (the LSTM sees image - canvas so far)
       memoryless=False,       # DAIR only: step i sees x - canvas_<i and nothing else (no LSTM memory)
-      residual_glimpse=False,  # DAIR only: z_what's glimpse is read from x - canvas_<i, not from x
       lstm_size=256,
       predictor_hidden=200,
       encoder_hidden=200,
