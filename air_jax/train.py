@@ -49,21 +49,12 @@ def build_models(config: ml_collections.ConfigDict):
           modules.Baseline(config.model.baseline_hidden, dtype=model_lib.matmul_dtype(config.model)))
 
 
-def model_learning_rate(config: ml_collections.ConfigDict) -> float | optax.Schedule:
-  """config.learning_rate, or with learning_rate_final_fraction f < 1 a cosine decay over the run:
-  lr(t) = lr * (f + (1 - f) (1 + cos(pi t / num_train_steps)) / 2)."""
-  final_fraction = config.get('learning_rate_final_fraction', 1.0)
-  if final_fraction == 1.0:
-    return config.learning_rate
-  return optax.cosine_decay_schedule(config.learning_rate, config.num_train_steps, alpha=final_fraction)
-
-
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with global-norm clipping for the model; its own Adam for the baseline."""
   labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
   return optax.multi_transform({
       'model': optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
-                           optax.adam(model_learning_rate(config))),
+                           optax.adam(config.learning_rate)),
       'baseline': optax.adam(config.baseline_learning_rate),
   }, labels)
 
@@ -286,9 +277,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.objective.{name} must be in (0, 1), got {objective[name]}')
   if not objective.likelihood_scale > 0:
     raise ValueError(f'config.objective.likelihood_scale must be positive, got {objective.likelihood_scale}')
-  if not 0 <= config.get('learning_rate_final_fraction', 1.0) <= 1:
-    raise ValueError('config.learning_rate_final_fraction must be in [0, 1] (1: constant learning rate), '
-                     f'got {config.learning_rate_final_fraction}')
   if not 0 <= config.get('ema_decay', 0.0) < 1:
     raise ValueError(f'config.ema_decay must be in [0, 1) (0: no parameter average), got {config.ema_decay}')
   if not 0 <= objective.signal_decay < 1:

@@ -84,24 +84,6 @@ def test_z_pres_prior_anneal():
   np.testing.assert_allclose(values, [0.5, 0.05, 0.005, 0.005], rtol=1e-5)
 
 
-def test_learning_rate_cosine_decay():
-  config = helpers.smoke_config('')
-  assert train.model_learning_rate(config) == config.learning_rate  # fraction 1: constant
-  config.learning_rate, config.num_train_steps, config.learning_rate_final_fraction = 0.01, 10, 0.1
-  schedule = train.model_learning_rate(config)
-  values = [float(schedule(t)) for t in (0, 5, 10, 20)]
-  np.testing.assert_allclose(values, [0.01, 0.0055, 0.001, 0.001], rtol=1e-5)
-  # The model's optimiser follows it (Adam on a constant gradient moves by lr(t)); the baseline's not.
-  params = {'model': {'w': jnp.zeros(3)}, 'baseline': {'b': jnp.zeros(1)}}
-  grads = {'model': {'w': jnp.ones(3)}, 'baseline': {'b': jnp.ones(1)}}
-  optimizer = train.make_optimizer(config)
-  state = optimizer.init(params)
-  for t in range(6):
-    updates, state = optimizer.update(grads, state, params)
-    np.testing.assert_allclose(updates['model']['w'], -values[0] if t == 0 else -schedule(t), rtol=1e-4)
-    np.testing.assert_allclose(updates['baseline']['b'], -config.baseline_learning_rate, rtol=1e-4)
-
-
 def test_to_unit_interval():
   np.testing.assert_allclose(train.to_unit_interval(jnp.array([0, 51, 255], jnp.uint8)), [0, 0.2, 1])
   np.testing.assert_allclose(train.to_unit_interval(jnp.array([0.25])), [0.25])
@@ -225,9 +207,6 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
     ('model.memoryless', True, 'memoryless'),  # without difference_input
     ('ema_decay', 1.0, 'ema_decay'),
     ('ema_decay', -0.1, 'ema_decay'),
-    ('learning_rate_final_fraction', 1.5, 'learning_rate_final_fraction'),
-    ('learning_rate_final_fraction', -0.1, 'learning_rate_final_fraction'),
-    ('model.composition', 'max', 'composition'),
 ])
 def test_validate_config_rejects(field, value, name):
   config = helpers.smoke_config('')

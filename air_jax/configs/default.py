@@ -34,7 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       glimpse_size=28,
       patch_size=28,
       decoder_bias=-2.0,      # new objects start almost blank
-      composition='sum',      # canvas = sum of the objects, or 'union': 1 - prod(1 - object)
       matmul_dtype='float32',  # or 'bfloat16': matmul inputs in bf16, results and state in float32
       z_pres_logit_bias=0.0,  # initial q(z_pres) = 0.5 (2.0 converged ~3k steps later, measured)
       # logit = bound * tanh(logit / bound): q(z_pres) within [0.018, 0.982], so an object that
@@ -63,9 +62,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 64            # global batch (split over all devices)
   config.per_device_batch_size = 0  # > 0: global batch = this x number of devices instead
   config.learning_rate = 1e-3
-  # < 1: the model's learning rate decays along a cosine to this fraction of learning_rate at
-  # num_train_steps (so a resumed run that changes num_train_steps changes the schedule); 1: constant.
-  config.learning_rate_final_fraction = 1.0
   config.baseline_learning_rate = 1e-3
   config.grad_clip_norm = 10.0
   # > 0: keep theta_ema <- d theta_ema + (1 - d) theta and evaluate (and checkpoint-restore for
