@@ -5,7 +5,11 @@ At step i = 1..N the LSTM reads the image (AIR) or the image minus the canvas re
     z_pres_i  ~ Bernoulli(sigmoid(logit_i)) * z_pres_{i-1}     (once 0, always 0)
     z_where_i ~ N(loc, scale)                                  (reparameterised)
     z_what_i  ~ N(loc, scale) of the glimpse read at z_where_i  (reparameterised)
-    canvas   += z_pres_i * write(decode(z_what_i), z_where_i)
+    canvas   += z_pres_i * write(decode(z_what_i), z_where_i)          (composition 'sum')
+    canvas   += z_pres_i * write(...) * (1 - canvas)                    (composition 'union')
+'union' makes canvas = 1 - prod_i (1 - z_pres_i object_i), the ink of the union of the objects,
+close to how Multi-MNIST composes digits (pixelwise max of near-binary digits): two half-strength
+copies of one digit no longer add up to it.
 In AIR the image's share of the LSTM gates, W x + b, is the same at every step and is computed
 once per image; DAIR projects its per-step input x - canvas_<i with the same W and b. Each step
 sows its encoder input (x or x - canvas_<i) into the 'intermediates' collection.
@@ -36,7 +40,7 @@ class AIROutput(NamedTuple):
   z_what_scale: jax.Array   # [B, N, D]
   z_what: jax.Array         # [B, N, D]
   objects: jax.Array        # [B, N, H, W] each step's decoded object on the canvas (not masked)
-  canvas: jax.Array         # [B, H, W] sum_i z_pres_i * objects_i
+  canvas: jax.Array         # [B, H, W] the composition ('sum' or 'union') of z_pres_i * objects_i
   hidden: jax.Array         # [B, N, L] LSTM state that step i's latents were predicted from
   image_features: jax.Array  # [B, 4L] the image's share of the LSTM gates, W x + b
 
@@ -49,8 +53,14 @@ def matmul_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+COMPOSITIONS = ('sum', 'union')
+
+
 def check_options(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming an invalid combination of model options (config.model)."""
+  if cfg.get('composition', 'sum') not in COMPOSITIONS:
+    raise ValueError(f'config.model.composition must be one of {COMPOSITIONS}, got '
+                     f'{cfg.composition!r}')
   if not cfg.get('z_pres_logit_bound', 0.0) >= 0:
     raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
                      f'{cfg.z_pres_logit_bound}')
@@ -115,7 +125,11 @@ class AIRStep(nn.Module):
     patches = modules.ObjectDecoder(cfg.decoder_hidden, cfg.patch_size, cfg.decoder_bias,
                                     dtype=dtype, name='object_decoder')(new_z_what)
     objects = glimpse.write(patches, new_z_where, images.shape[1:])
-    canvas = canvas + new_z_pres[:, None, None] * objects
+    drawn = new_z_pres[:, None, None] * objects
+    if cfg.get('composition', 'sum') == 'union':  # 1 - (1 - canvas)(1 - drawn); all in [0, 1]
+      canvas = canvas + drawn * (1.0 - canvas)
+    else:
+      canvas = canvas + drawn
 
     carry = (h, c, new_z_pres, new_z_where, new_z_what, canvas)
     outputs = dict(z_pres_logits=logit, z_pres=new_z_pres, active=active,

@@ -6,8 +6,8 @@
     python experiments/strong_generalization.py --workdir=runs/strong --seeds=0,1
     python experiments/strong_generalization.py --workdir=/tmp/sg --smoke     # tiny, for tests
 
-Models: AIR, DAIR, and memoryless DAIR (each step sees only the image minus the canvas so far;
-model.memoryless). Each (task, model, seed) trains in <workdir>/<task>_<model>_seed<seed> with the
+Models: AIR, DAIR, and memoryless DAIR (each step sees only the image minus the canvas so far,
+model.memoryless; the canvas is the union of the objects, model.composition='union'). Each (task, model, seed) trains in <workdir>/<task>_<model>_seed<seed> with the
 default config (N = 3 steps) and evaluates held-out scenes from MNIST test digits, both of the
 unseen count and of the training counts, with an exponential moving average of the parameters
 (--ema_decay; a count read off one step's parameters swings by several points from one evaluation
@@ -41,10 +41,12 @@ TASKS = {
     'interpolation': dict(train_counts=(0, 1, 3), unseen_counts=(2,)),
 }
 # model name -> config.model settings. dair_memoryless: DAIR whose steps see only what is left to
-# explain (model.memoryless): no LSTM memory of how many objects came before.
+# explain (model.memoryless): no LSTM memory of how many objects came before; its canvas is the
+# union of the objects (model.composition), so that two faint copies of one digit do not add up
+# to it and then leave room for an extra step (WORKSPACE.md, session 5).
 MODELS = {'air': dict(difference_input=False),
           'dair': dict(difference_input=True),
-          'dair_memoryless': dict(difference_input=True, memoryless=True)}
+          'dair_memoryless': dict(difference_input=True, memoryless=True, composition='union')}
 NAMES = {'air': 'AIR', 'dair': 'DAIR', 'dair_memoryless': 'DAIR memoryless'}
 PAPER = {('extrapolation', 'air'): '~0%', ('extrapolation', 'dair'): '~80%',  # paper's AIR / DAIR
          ('interpolation', 'air'): '~60%', ('interpolation', 'dair'): '~95%'}

@@ -67,6 +67,35 @@ def test_canvas_is_sum_of_present_objects(setup):
   assert not np.allclose(out.canvas, out.objects.sum(1), atol=1e-3)
 
 
+def test_union_canvas_is_one_minus_product_of_complements(setup):
+  """composition='union': canvas = 1 - prod_i (1 - z_pres_i objects_i), in [0, 1], and below the
+  sum where present objects overlap."""
+  config, _, params, images, _ = setup
+  config = config.copy_and_resolve_references()
+  config.model.composition = 'union'
+  air = model_lib.AIR(config.model)
+  overlapped = False
+  for k in range(4):
+    out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(k)})
+    drawn = np.asarray(out.z_pres)[:, :, None, None] * np.asarray(out.objects)
+    np.testing.assert_allclose(out.canvas, 1.0 - np.prod(1.0 - drawn, axis=1), atol=1e-5)
+    assert 0.0 <= float(out.canvas.min()) and float(out.canvas.max()) <= 1.0
+    overlap = np.sort(drawn, axis=1)[:, -2]  # second-largest ink per pixel: > 0 where two overlap
+    if (overlap > 0.05).any():
+      overlapped = True
+      assert np.all(np.asarray(out.canvas) <= drawn.sum(1) + 1e-6)
+      assert (drawn.sum(1) - np.asarray(out.canvas)).max() > 1e-3
+  assert overlapped  # the check saw overlapping objects
+
+
+def test_unknown_composition_is_refused():
+  config = helpers.smoke_config('')
+  config.model.composition = 'max'
+  with pytest.raises(ValueError, match='composition'):
+    model_lib.AIR(config.model).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+                                     jnp.zeros((2, 50, 50)))
+
+
 def test_scales_positive_and_samples_differ(setup):
   out0, out1 = setup[-1][:2]
   assert np.all(np.asarray(out0.z_where_scale) > 0) and np.all(np.asarray(out0.z_what_scale) > 0)

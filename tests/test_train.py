@@ -207,6 +207,7 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
     ('model.memoryless', True, 'memoryless'),  # without difference_input
     ('ema_decay', 1.0, 'ema_decay'),
     ('ema_decay', -0.1, 'ema_decay'),
+    ('model.composition', 'max', 'composition'),
 ])
 def test_validate_config_rejects(field, value, name):
   config = helpers.smoke_config('')

@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       glimpse_size=28,
       patch_size=28,
       decoder_bias=-2.0,      # new objects start almost blank
+      composition='sum',      # canvas = sum of the objects, or 'union': 1 - prod(1 - object)
       matmul_dtype='float32',  # or 'bfloat16': matmul inputs in bf16, results and state in float32
       z_pres_logit_bias=0.0,  # initial q(z_pres) = 0.5 (2.0 converged ~3k steps later, measured)
       # logit = bound * tanh(logit / bound): q(z_pres) within [0.018, 0.982], so an object that
