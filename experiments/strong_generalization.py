@@ -7,11 +7,11 @@
     python experiments/strong_generalization.py --workdir=/tmp/sg --smoke     # tiny, for tests
 
 Models: AIR, DAIR, and memoryless DAIR (each step sees only the image minus the canvas so far,
-model.memoryless; the canvas is the union of the objects, model.composition='union'). Each (task, model, seed) trains in <workdir>/<task>_<model>_seed<seed> with the
-default config (N = 3 steps) and evaluates held-out scenes from MNIST test digits, both of the
-unseen count and of the training counts, with an exponential moving average of the parameters
-(--ema_decay; a count read off one step's parameters swings by several points from one evaluation
-to the next). A finished run is not retrained and an interrupted one resumes from its
+model.memoryless; the canvas is the union of the objects, model.composition='union'). Each (task,
+model, seed) trains in <workdir>/<task>_<model>_seed<seed> with the default config (N = 3 steps)
+and evaluates held-out scenes from MNIST test digits, both of the unseen count and of the training
+counts, with an exponential moving average of the parameters (--ema_decay; a count read off one
+step's parameters swings by several points from one evaluation to the next). A finished run is not retrained and an interrupted one resumes from its
 checkpoint. The table goes to stdout and to <workdir>/strong_generalization.{md,json}.
 """
 import json
