@@ -11,8 +11,9 @@ model.memoryless; the canvas is the union of the objects, model.composition='uni
 model, seed) trains in <workdir>/<task>_<model>_seed<seed> with the default config (N = 3 steps)
 and evaluates held-out scenes from MNIST test digits, both of the unseen count and of the training
 counts, with an exponential moving average of the parameters (--ema_decay; a count read off one
-step's parameters swings by several points from one evaluation to the next). A finished run is not retrained and an interrupted one resumes from its
-checkpoint. The table goes to stdout and to <workdir>/strong_generalization.{md,json}.
+step's parameters swings by several points from one evaluation to the next). A finished run is not
+retrained and an interrupted one resumes from its checkpoint. The table goes to stdout and to
+<workdir>/strong_generalization.{md,json}.
 """
 import json
 import os
