@@ -69,11 +69,6 @@ def check_options(cfg: ml_collections.ConfigDict) -> None:
                      'in AIR every step would see the same image and infer the same object')
 
 
-def project(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
-  """x @ kernel with the matmul in dtype, accumulated and returned in float32."""
-  return jnp.matmul(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
-
-
 class AIRStep(nn.Module):
   """One attend-infer-repeat step, scanned over N steps with parameters shared."""
   config: ml_collections.ConfigDict
@@ -88,7 +83,7 @@ class AIRStep(nn.Module):
     dtype = matmul_dtype(cfg)
     if cfg.difference_input:  # DAIR: what the canvas so far leaves unexplained
       encoder_input = images - canvas
-      image_gates = project(encoder_input.reshape(batch, -1), image_kernel, dtype) + image_bias
+      image_gates = modules.matmul(encoder_input.reshape(batch, -1), image_kernel, dtype) + image_bias
     else:  # AIR: the image itself, projected once per image by the caller
       encoder_input = images
     self.sow('intermediates', 'encoder_input', encoder_input)
@@ -152,7 +147,8 @@ class AIR(nn.Module):
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),
                               (height * width, 4 * cfg.lstm_size))
     image_bias = self.param('image_bias', nn.initializers.zeros, (4 * cfg.lstm_size,))
-    image_gates = project(images.reshape(batch, -1), image_kernel, matmul_dtype(cfg)) + image_bias  # once per image
+    # once per image
+    image_gates = modules.matmul(images.reshape(batch, -1), image_kernel, matmul_dtype(cfg)) + image_bias
 
     steps = nn.scan(AIRStep, variable_broadcast='params', variable_axes={'intermediates': 0},
                     split_rngs={'params': False, 'sample': True},

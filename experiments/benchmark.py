@@ -4,8 +4,9 @@
 
 For each batch size: the step is compiled ahead of time (compile time reported apart), warmed
 up, then timed in `--repeats` blocks of `--steps` steps, each block ended by block_until_ready.
-FLOPs per step (per device) come from XLA's cost analysis; the roofline (per device) is this machine's dense float32 matmul
-rate, timed right after every block, so each block's fraction of the roofline is a ratio of two
+FLOPs per step (per device) come from XLA's cost analysis; the roofline (per device) is this machine's dense matmul
+rate in the row's precision (float32, or bfloat16 operands with float32 accumulation, the products
+the bfloat16 step runs), timed right after every block, so each block's fraction of the roofline is a ratio of two
 rates measured seconds apart (robust to a shared machine's drifting speed); the table shows the
 median block. Batches are synthetic (random uint8 images of the configured size): no MNIST needed.
 """
@@ -43,12 +44,13 @@ _PRECISIONS = flags.DEFINE_list('precisions', ['float32'],
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results here as JSON.')
 
 
-def make_matmul_rate(size: int):
-  """A function () -> GFLOP/s of one float32 [size, size] @ [size, size] on the default device
-  (the best of 3, so a single preempted call does not count)."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
+def make_matmul_rate(size: int, precision: str = 'float32'):
+  """A function () -> GFLOP/s of one [size, size] @ [size, size] on the default device with
+  operands in `precision` and float32 results (the best of 3, so a single preempted call does not
+  count)."""
+  a = jax.random.normal(jax.random.key(0), (size, size), precision)
+  b = jax.random.normal(jax.random.key(1), (size, size), precision)
+  matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
   matmul(a, b).block_until_ready()
 
   def rate() -> float:
@@ -132,16 +134,17 @@ def main(argv):
     print(f'error: batch sizes {uneven} do not split over the {mesh.devices.size} devices', file=sys.stderr)
     sys.exit(1)
   device = jax.devices()[0]
-  roofline_rate = make_matmul_rate(_MATMUL_SIZE.value)
+  roofline_rates = {precision: make_matmul_rate(_MATMUL_SIZE.value, precision) for precision in _PRECISIONS.value}
   print(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}); '
-        f'roofline: float32 {_MATMUL_SIZE.value}^3 matmul, timed after every block', flush=True)
+        f'roofline: {_MATMUL_SIZE.value}^3 matmul in the row\'s dtype (float32 results), timed after every block',
+        flush=True)
   header = (f'{"dtype":>8} {"batch":>6} {"compile s":>9} {"steps/s":>8} {"(min-max)":>15} {"images/s":>9} '
             f'{"GFLOP/step":>10} {"GFLOP/s":>8} {"roof GF/s":>9} {"of roof":>7} {"(min-max)":>11}')
   print(header, flush=True)
   rows = []
   for precision, batch_size in itertools.product(_PRECISIONS.value, batch_sizes):
     row = benchmark_batch(_CONFIG.value, batch_size, precision, _STEPS.value, _REPEATS.value,
-                          _WARMUP.value, mesh, roofline_rate)
+                          _WARMUP.value, mesh, roofline_rates[precision])
     rows.append(row)
     print(f'{precision:>8} {batch_size:>6} {row["compile_seconds"]:>9.1f} {row["steps_per_second"]:>8.2f} '
           f'{row["steps_per_second_min"]:>7.2f}-{row["steps_per_second_max"]:<7.2f} '

@@ -1,0 +1,104 @@
+"""modules.matmul: float32 is a plain matmul; bfloat16 rounds the operands of y and dx, not dW's g."""
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from air_jax import model as model_lib
+from air_jax import modules
+from tests import helpers
+
+
+def rounded(a):
+  return a.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+@pytest.fixture(scope='module')
+def operands():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 5, 7)), jnp.float32)  # two batch axes, as in the baseline
+  kernel = jnp.asarray(rng.normal(size=(7, 4)), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
+  return x, kernel, cotangent
+
+
+def products(x, kernel, cotangent, dtype):
+  y, vjp = jax.vjp(lambda x, kernel: modules.matmul(x, kernel, dtype), x, kernel)
+  return (y,) + vjp(cotangent)
+
+
+def test_float32_is_a_plain_matmul(operands):
+  x, kernel, cotangent = operands
+  y, dx, dkernel = products(x, kernel, cotangent, jnp.float32)
+  np.testing.assert_allclose(y, x @ kernel, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(dx, cotangent @ kernel.T, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(dkernel, jnp.einsum('abk,abn->kn', x, cotangent), rtol=1e-6, atol=1e-6)
+
+
+def test_bfloat16_rounds_operands_of_the_forward_and_input_gradient(operands):
+  """y = x~ W~, dx = g~ W~^T, dW = x~^T g with float32 results (~: rounded to bfloat16)."""
+  x, kernel, cotangent = operands
+  y, dx, dkernel = products(x, kernel, cotangent, jnp.bfloat16)
+  assert y.dtype == dx.dtype == dkernel.dtype == jnp.float32
+  x_, kernel_, cotangent_ = rounded(x), rounded(kernel), rounded(cotangent)
+  np.testing.assert_allclose(y, x_ @ kernel_, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, cotangent_ @ kernel_.T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dkernel, jnp.einsum('abk,abn->kn', x_, cotangent), rtol=1e-5, atol=1e-5)
+  # The rounding is really there, and only where stated.
+  assert not np.allclose(dx, cotangent @ kernel.T, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(dkernel, jnp.einsum('abk,abn->kn', x_, cotangent_), rtol=1e-6, atol=1e-6)
+
+
+def dot_operand_dtypes(fn, *args):
+  """Operand dtypes of every dot_general in fn's jaxpr, nested calls and scans included."""
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        found.append(tuple(v.aval.dtype for v in eqn.invars))
+      for param in eqn.params.values():
+        for sub in param if isinstance(param, (list, tuple)) else [param]:
+          if isinstance(sub, jax.extend.core.ClosedJaxpr):
+            walk(sub.jaxpr)
+          elif isinstance(sub, jax.extend.core.Jaxpr):
+            walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+def test_bfloat16_products_never_mix_dtypes(operands):
+  """Forward and dx products are bf16 x bf16, dW is f32 x f32: none is an f32 x bf16 product,
+  which XLA would silently compute in float32."""
+  x, kernel, _ = operands
+  grad = jax.grad(lambda x, kernel: jnp.sum(modules.matmul(x, kernel, jnp.bfloat16) ** 2), argnums=(0, 1))
+  names = sorted(tuple(d.name for d in pair) for pair in dot_operand_dtypes(grad, x, kernel))
+  assert names == [('bfloat16', 'bfloat16')] * 2 + [('float32', 'float32')], names
+
+
+def test_bfloat16_model_has_the_float32_parameter_tree():
+  """A bfloat16 model's parameters (and so its checkpoints) are the float32 model's; its gradients
+  are float32 and no product of its forward and backward pass mixes float32 with bfloat16."""
+  images = jnp.zeros((2, 50, 50), jnp.float32)
+  trees = {}
+  for dtype in ('float32', 'bfloat16'):
+    config = helpers.smoke_config('')
+    config.model.matmul_dtype = dtype
+    trees[dtype] = jax.eval_shape(model_lib.AIR(config.model).init,
+                                  {'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)
+  assert jax.tree.structure(trees['float32']) == jax.tree.structure(trees['bfloat16'])
+  assert jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype == jnp.float32,
+                                      trees['float32'], trees['bfloat16']))
+
+  config = helpers.smoke_config('')
+  config.model.matmul_dtype = 'bfloat16'
+  air = model_lib.AIR(config.model)
+  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
+  loss = lambda params: jnp.sum(air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)}).canvas)
+  grads = jax.grad(loss)(params)
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+  products = dot_operand_dtypes(jax.grad(loss), params)
+  assert all(a == b for a, b in products), products  # no mixed f32 x bf16 product
+  assert sum(a == jnp.bfloat16 for a, _ in products) >= 18, products  # 9 dense layers: y and dx
