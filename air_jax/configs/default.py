@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       patch_size=28,
       decoder_bias=-2.0,      # new objects start almost blank
       composition='sum',      # canvas = sum of the objects, or 'union': 1 - prod(1 - object)
-      matmul_dtype='float32',  # or 'bfloat16': forward and backward products on bf16 operands
+      matmul_dtype='float32',  # or 'bfloat16': mixed precision, see modules.matmul
       z_pres_logit_bias=0.0,  # initial q(z_pres) = 0.5 (2.0 converged ~3k steps later, measured)
       # logit = bound * tanh(logit / bound): q(z_pres) within [0.018, 0.982], so an object that
       # should go keeps being sampled off and its gradients never vanish (the k+1 trap; WORKSPACE.md).
