@@ -17,9 +17,9 @@ def matmul(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
   the weight gradient is taken from the float32 cotangent:
       y = x~ W~,   dx = g~ W~^T,   dW = x~^T g          (~: rounded to bfloat16).
   Parameters, gradients and everything between the matmuls stay float32. Rounding g in dW as
-  well made 2 of 3 seeds of the default run miss 98% count accuracy at 4,000 steps (3 of 3 reach
-  it as written; WORKSPACE.md, session 7). Plain autodiff of a bfloat16 matmul would give
-  f32 x bf16 backward products, which XLA computes in float32."""
+  well made 2 of 3 seeds of the default run miss 98% count accuracy at 4,000 steps (5 of 5 reach
+  it as written, as in float32; WORKSPACE.md, session 7). Plain autodiff of a bfloat16 matmul
+  would give f32 x bf16 backward products, which XLA computes in float32."""
   x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
   if jnp.dtype(dtype) == jnp.float32:
     return jnp.matmul(x, kernel)
