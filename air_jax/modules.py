@@ -57,7 +57,7 @@ class Dense(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     def dot_general(lhs, rhs, dimension_numbers, precision=None):
-      assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())), dimension_numbers
+      assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and precision is None
       return matmul(lhs, rhs, self.dtype)
 
     return nn.Dense(self.features, use_bias=self.use_bias, bias_init=self.bias_init,

@@ -4,10 +4,12 @@
 
 For each batch size: the step is compiled ahead of time (compile time reported apart), warmed
 up, then timed in `--repeats` blocks of `--steps` steps, each block ended by block_until_ready.
-FLOPs per step (per device) come from XLA's cost analysis; the roofline (per device) is this machine's dense matmul
-rate in the row's precision (float32, or bfloat16 operands with float32 accumulation, the products
-the bfloat16 step runs), timed right after every block, so each block's fraction of the roofline is a ratio of two
-rates measured seconds apart (robust to a shared machine's drifting speed); the table shows the
+FLOPs per step (per device) come from XLA's cost analysis. The roofline (per device) is this
+machine's dense matmul rate in the row's precision: float32, or bfloat16 operands with float32
+accumulation (the rate of the bfloat16 step's forward and input-gradient products; its weight
+gradients, about a third of the dense FLOPs, run in float32, so the bfloat16 fraction is a strict
+bar). It is timed right after every block, so each block's fraction of the roofline is a ratio of
+two rates measured seconds apart (robust to a shared machine's drifting speed); the table shows the
 median block. Batches are synthetic (random uint8 images of the configured size): no MNIST needed.
 """
 import itertools
@@ -154,7 +156,8 @@ def main(argv):
   if _OUTPUT.value:
     with open(_OUTPUT.value, 'w') as f:
       json.dump(dict(device=str(device.device_kind), backend=jax.default_backend(),
-                     device_count=jax.device_count(), matmul_size=_MATMUL_SIZE.value, rows=rows), f, indent=2)
+                     device_count=jax.device_count(), matmul_size=_MATMUL_SIZE.value,
+                     roofline='matmul with operands in the row precision, float32 results', rows=rows), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -89,8 +89,8 @@ def test_bfloat16_model_has_the_float32_parameter_tree():
     trees[dtype] = jax.eval_shape(model_lib.AIR(config.model).init,
                                   {'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)
   assert jax.tree.structure(trees['float32']) == jax.tree.structure(trees['bfloat16'])
-  assert jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype == jnp.float32,
-                                      trees['float32'], trees['bfloat16']))
+  assert all(jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype == jnp.float32,
+                                          trees['float32'], trees['bfloat16'])))
 
   config = helpers.smoke_config('')
   config.model.matmul_dtype = 'bfloat16'
