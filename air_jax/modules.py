@@ -28,7 +28,7 @@ def matmul(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _rounded_matmul(x, kernel, dtype):
-  return jnp.matmul(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
+  return _rounded_matmul_fwd(x, kernel, dtype)[0]
 
 
 def _rounded_matmul_fwd(x, kernel, dtype):
@@ -62,7 +62,7 @@ class Dense(nn.Module):
 
     return nn.Dense(self.features, use_bias=self.use_bias, bias_init=self.bias_init,
                     dtype=jnp.float32, param_dtype=jnp.float32, dot_general=dot_general,
-                    name='dense')(x.astype(jnp.float32))
+                    name='dense')(x)
 
 
 class MLP(nn.Module):
