@@ -53,6 +53,7 @@ class Dense(nn.Module):
   use_bias: bool = True
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
   dtype: jnp.dtype = jnp.float32
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,8 +61,8 @@ class Dense(nn.Module):
       assert dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and precision is None
       return matmul(lhs, rhs, self.dtype)
 
-    return nn.Dense(self.features, use_bias=self.use_bias, bias_init=self.bias_init,
-                    dtype=jnp.float32, param_dtype=jnp.float32, dot_general=dot_general,
+    return nn.Dense(self.features, use_bias=self.use_bias, kernel_init=self.kernel_init,
+                    bias_init=self.bias_init, dtype=jnp.float32, param_dtype=jnp.float32, dot_general=dot_general,
                     name='dense')(x)
 
 
@@ -135,14 +136,22 @@ class Baseline(nn.Module):
   """NVIL's input-dependent baseline b_i(x, z_<i), in units of the normalised learning signal.
 
   It reads the encoder's features without changing them (stop-gradient): the image's projection
-  image_features [B, F] (computed once per image anyway) and the LSTM state hidden [B, N, L] from
-  which step i's latents were predicted -> [B, N]."""
+  f = image_features [B, F] (computed once per image anyway) and the LSTM state h_i = hidden [B, N, L]
+  from which step i's latents were predicted -> [B, N]:
+      b_i = w^T relu(W_f f + W_h h_i + c) + d,
+  a ReLU MLP on [f, h_i] whose first layer projects f once per image rather than once per step
+  (W_f and W_h initialised as the two row blocks of one LeCun-normal kernel on [f, h_i])."""
   hidden: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, image_features: jax.Array, hidden_states: jax.Array) -> jax.Array:
-    image_features = jnp.broadcast_to(image_features[:, None, :],
-                                      hidden_states.shape[:2] + image_features.shape[-1:])
-    x = jax.lax.stop_gradient(jnp.concatenate([image_features, hidden_states], axis=-1))
-    return MLP([self.hidden, 1], dtype=self.dtype)(x)[..., 0]
+    image_features, hidden_states = jax.lax.stop_gradient((image_features, hidden_states))
+    fan_in = image_features.shape[-1] + hidden_states.shape[-1]
+    block_init = lambda x: nn.initializers.variance_scaling(x.shape[-1] / fan_in, 'fan_in', 'truncated_normal')
+    per_image = Dense(self.hidden, use_bias=False, dtype=self.dtype, kernel_init=block_init(image_features),
+                      name='image_layer')(image_features)
+    per_step = Dense(self.hidden, dtype=self.dtype, kernel_init=block_init(hidden_states),
+                     name='hidden_layer')(hidden_states)
+    x = nn.relu(per_image[:, None, :] + per_step)
+    return Dense(1, dtype=self.dtype, name='output_layer')(x)[..., 0]

@@ -1,4 +1,5 @@
-"""modules.matmul: float32 is a plain matmul; bfloat16 rounds the operands of y and dx, not dW's g."""
+"""modules.matmul: float32 is a plain matmul; bfloat16 rounds the operands of y and dx, not dW's g.
+modules.Baseline: an MLP on [f, h_i] whose first layer projects f once per image."""
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -102,3 +103,39 @@ def test_bfloat16_model_has_the_float32_parameter_tree():
   products = dot_operand_dtypes(jax.grad(loss), params)
   assert all(a == b for a, b in products), products  # no mixed f32 x bf16 product
   assert sum(a == jnp.bfloat16 for a, _ in products) >= 18, products  # 9 dense layers: y and dx
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_baseline_is_an_mlp_on_the_image_features_and_each_hidden_state(dtype):
+  """b_i = w^T relu([f, h_i] W + c) + d with W = [W_f; W_h], though f is projected once per image;
+  no gradient reaches f or h. (bfloat16, batch 8: the shape at which slicing one [f, h] kernel
+  crashed XLA:CPU, WORKSPACE.md session 8.)"""
+  rng = np.random.default_rng(1)
+  features = jnp.asarray(rng.normal(size=(8, 12)), jnp.float32)
+  hidden = jnp.asarray(rng.normal(size=(8, 3, 5)), jnp.float32)
+  net = modules.Baseline(hidden=6, dtype=jnp.dtype(dtype))
+  params = net.init(jax.random.key(0), features, hidden)['params']
+  layer = lambda name: params[name]['dense']
+  kernel = jnp.concatenate([layer('image_layer')['kernel'], layer('hidden_layer')['kernel']])
+  inputs = jnp.concatenate([jnp.broadcast_to(features[:, None], (8, 3, 12)), hidden], axis=-1)
+  if dtype == 'bfloat16':
+    inputs, kernel = rounded(inputs), rounded(kernel)
+  first = jax.nn.relu(inputs @ kernel + layer('hidden_layer')['bias'])
+  output_kernel = layer('output_layer')['kernel']
+  if dtype == 'bfloat16':
+    first, output_kernel = rounded(first), rounded(output_kernel)
+  expected = (first @ output_kernel + layer('output_layer')['bias'])[..., 0]
+  np.testing.assert_allclose(net.apply({'params': params}, features, hidden), expected, rtol=1e-4, atol=1e-4)
+
+  loss = lambda params, features, hidden: jnp.sum(net.apply({'params': params}, features, hidden) ** 2)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, features, hidden)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads[0]))
+  assert not np.any(grads[1]) and not np.any(grads[2])
+
+
+def test_baseline_first_layer_is_initialised_as_one_lecun_normal_kernel():
+  """W_f and W_h have the variance 1 / (F + L) of one LeCun-normal kernel on [f, h_i]."""
+  params = modules.Baseline(hidden=200).init(jax.random.key(0), jnp.zeros((1, 1024)),
+                                             jnp.zeros((1, 3, 256)))['params']
+  for name in ('image_layer', 'hidden_layer'):
+    np.testing.assert_allclose(np.std(params[name]['dense']['kernel']), (1024 + 256) ** -0.5, rtol=0.05)

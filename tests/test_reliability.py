@@ -156,7 +156,7 @@ def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
   other = config.copy_and_resolve_references()
   other.model.lstm_size = 2 * config.model.lstm_size
   with pytest.raises(checkpoints.CheckpointError,
-                     match=r'does not fit this model.*params/model/image_kernel: stored \(2500, 64\), expected \(2500, 128\)'):
+                     match=r'does not fit this model.*params/model/image_bias: stored \(64,\), expected \(128,\)'):
     restore(workdir, other)
   with pytest.raises(checkpoints.CheckpointError, match=r'does not fit this model.*image_kernel: stored \(2500, 64\)'):
     train.restore_model_params(workdir, other)  # the params-only restore used by inference
