@@ -62,8 +62,8 @@ class Dense(nn.Module):
       return matmul(lhs, rhs, self.dtype)
 
     return nn.Dense(self.features, use_bias=self.use_bias, kernel_init=self.kernel_init,
-                    bias_init=self.bias_init, dtype=jnp.float32, param_dtype=jnp.float32, dot_general=dot_general,
-                    name='dense')(x)
+                    bias_init=self.bias_init, dtype=jnp.float32, param_dtype=jnp.float32,
+                    dot_general=dot_general, name='dense')(x)
 
 
 class MLP(nn.Module):
@@ -148,9 +148,10 @@ class Baseline(nn.Module):
   def __call__(self, image_features: jax.Array, hidden_states: jax.Array) -> jax.Array:
     image_features, hidden_states = jax.lax.stop_gradient((image_features, hidden_states))
     fan_in = image_features.shape[-1] + hidden_states.shape[-1]
-    block_init = lambda x: nn.initializers.variance_scaling(x.shape[-1] / fan_in, 'fan_in', 'truncated_normal')
-    per_image = Dense(self.hidden, use_bias=False, dtype=self.dtype, kernel_init=block_init(image_features),
-                      name='image_layer')(image_features)
+    block_init = lambda x: nn.initializers.variance_scaling(x.shape[-1] / fan_in, 'fan_in',
+                                                            'truncated_normal')
+    per_image = Dense(self.hidden, use_bias=False, dtype=self.dtype,
+                      kernel_init=block_init(image_features), name='image_layer')(image_features)
     per_step = Dense(self.hidden, dtype=self.dtype, kernel_init=block_init(hidden_states),
                      name='hidden_layer')(hidden_states)
     x = nn.relu(per_image[:, None, :] + per_step)
