@@ -138,9 +138,9 @@ class Baseline(nn.Module):
   It reads the encoder's features without changing them (stop-gradient): the image's projection
   f = image_features [B, F] (computed once per image anyway) and the LSTM state h_i = hidden [B, N, L]
   from which step i's latents were predicted -> [B, N]:
-      b_i = w^T relu(W_f f + W_h h_i + c) + d,
+      b_i = relu(f W_f + h_i W_h + c) w + d = relu([f, h_i] W + c) w + d,   W = [W_f; W_h],
   a ReLU MLP on [f, h_i] whose first layer projects f once per image rather than once per step
-  (W_f and W_h initialised as the two row blocks of one LeCun-normal kernel on [f, h_i])."""
+  (W_f and W_h initialised as the two row blocks of one LeCun-normal kernel W)."""
   hidden: int
   dtype: jnp.dtype = jnp.float32
 

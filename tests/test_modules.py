@@ -107,7 +107,7 @@ def test_bfloat16_model_has_the_float32_parameter_tree():
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_baseline_is_an_mlp_on_the_image_features_and_each_hidden_state(dtype):
-  """b_i = w^T relu([f, h_i] W + c) + d with W = [W_f; W_h], though f is projected once per image;
+  """b_i = relu([f, h_i] W + c) w + d with W = [W_f; W_h], though f is projected once per image;
   no gradient reaches f or h. (bfloat16, batch 8: the shape at which slicing one [f, h] kernel
   crashed XLA:CPU, WORKSPACE.md session 8.)"""
   rng = np.random.default_rng(1)
@@ -115,6 +115,8 @@ def test_baseline_is_an_mlp_on_the_image_features_and_each_hidden_state(dtype):
   hidden = jnp.asarray(rng.normal(size=(8, 3, 5)), jnp.float32)
   net = modules.Baseline(hidden=6, dtype=jnp.dtype(dtype))
   params = net.init(jax.random.key(0), features, hidden)['params']
+  noise = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+  params = jax.tree.map(lambda p, n: p + 0.1 * n, params, noise)  # nonzero biases, so each one counts
   layer = lambda name: params[name]['dense']
   kernel = jnp.concatenate([layer('image_layer')['kernel'], layer('hidden_layer')['kernel']])
   inputs = jnp.concatenate([jnp.broadcast_to(features[:, None], (8, 3, 12)), hidden], axis=-1)
