@@ -120,13 +120,9 @@ def test_baseline_is_an_mlp_on_the_image_features_and_each_hidden_state(dtype):
   layer = lambda name: params[name]['dense']
   kernel = jnp.concatenate([layer('image_layer')['kernel'], layer('hidden_layer')['kernel']])
   inputs = jnp.concatenate([jnp.broadcast_to(features[:, None], (8, 3, 12)), hidden], axis=-1)
-  if dtype == 'bfloat16':
-    inputs, kernel = rounded(inputs), rounded(kernel)
-  first = jax.nn.relu(inputs @ kernel + layer('hidden_layer')['bias'])
-  output_kernel = layer('output_layer')['kernel']
-  if dtype == 'bfloat16':
-    first, output_kernel = rounded(first), rounded(output_kernel)
-  expected = (first @ output_kernel + layer('output_layer')['bias'])[..., 0]
+  operand = rounded if dtype == 'bfloat16' else (lambda a: a)  # what each product sees
+  first = jax.nn.relu(operand(inputs) @ operand(kernel) + layer('hidden_layer')['bias'])
+  expected = (operand(first) @ operand(layer('output_layer')['kernel']) + layer('output_layer')['bias'])[..., 0]
   np.testing.assert_allclose(net.apply({'params': params}, features, hidden), expected, rtol=1e-4, atol=1e-4)
 
   loss = lambda params, features, hidden: jnp.sum(net.apply({'params': params}, features, hidden) ** 2)
