@@ -18,7 +18,6 @@ runs a model with q's modes (one jit-compiled forward pass) and draws its grid.
 import argparse
 import functools
 import pathlib
-import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 import jax
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from air_jax import glimpse
+from air_jax import launch
 from air_jax import model as model_lib
 from air_jax import modules
 
@@ -279,6 +279,7 @@ def parse_flags(argv):
   parser.add_argument('--num_images', type=int, default=SUMMARY_IMAGES, help='rows of the picture')
   parser.add_argument('--start', type=int, default=0, help='index of the first image')
   parser.add_argument('--scale', type=int, default=2, help='each pixel drawn as scale x scale pixels')
+  parser.error = launch.fail  # one line and exit 1, like the other commands (not argparse's usage)
   args = parser.parse_args(argv[1:])
   flags.FLAGS.mark_as_parsed()  # absl's app.run requires it; this command has no absl flags
   return args
@@ -292,8 +293,7 @@ def main(args) -> None:
   try:
     picture = render(args.workdir, args.output, args.images, args.num_images, args.start, args.scale)
   except (infer.InputError, mnist_lib.MnistUnavailableError) as e:
-    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
-    sys.exit(1)
+    launch.fail(str(e))
   print(f'wrote {args.output}: {picture.shape[1]}x{picture.shape[0]} pixels')
 
 

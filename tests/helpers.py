@@ -54,3 +54,46 @@ def subprocess_env():
   env = dict(os.environ)
   env['PYTHONPATH'] = os.pathsep.join([str(REPO)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
   return env
+
+
+def assert_one_error_line(result, outputs=(), *fragments, returncode=None):
+  """A refused command: a non-zero exit status (`returncode`, if given), exactly one line on stderr,
+  starting with 'error:' and holding every fragment, and none of the paths in `outputs` written.
+  result: a subprocess.CompletedProcess, or (exit status, stderr text) of an in-process main()."""
+  if isinstance(result, tuple):
+    code, stderr, stdout = result[0], result[1], ''
+  else:
+    code, stderr, stdout = result.returncode, result.stderr, result.stdout
+  assert code != 0, f'exit status 0; stdout:\n{stdout[-3000:]}'
+  if returncode is not None:
+    assert code == returncode, (code, stderr[-3000:])
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1, f'expected one stderr line, got {len(lines)}:\n{stderr[-3000:]}'
+  assert lines[0].startswith('error:'), lines[0]
+  for fragment in fragments:
+    assert fragment in lines[0], (fragment, lines[0])
+  for path in [outputs] if isinstance(outputs, (str, os.PathLike)) else outputs:
+    assert not os.path.lexists(path), f'{path} was written although the command was refused'
+
+
+def files_under(folder) -> dict:
+  """{relative path: bytes} of every file under folder (empty if it does not exist): compare two
+  snapshots to show that a refused command changed or added nothing there."""
+  folder = pathlib.Path(folder)
+  if not folder.exists():
+    return {}
+  return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def restore_train_state(workdir, config, step=None):
+  """The whole TrainState saved in <workdir>/checkpoints at step (default: the latest), on the host,
+  restored with Checkpointer.restore against jax.eval_shape of train.init_state: not through
+  train.restore_model_params, the params-only restore that inference uses."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from air_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
+  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
+  checkpointer = checkpoints.Checkpointer(workdir, create=False)
+  try:
+    return jax.device_get(checkpointer.restore(target, step=step))
+  finally:
+    checkpointer.close()

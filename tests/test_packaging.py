@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 
 import pytest
 
@@ -67,21 +68,24 @@ def test_every_command_answers_help():
 
 @pytest.fixture(scope='module')
 def built(tmp_path_factory):
-  """(lib folder, entry_points.txt) that setuptools builds from a copy of the sources: what a wheel
-  holds, offline (egg_info + build_py read pyproject.toml; no bdist_wheel, which needs `wheel`).
-  Python 3.12's venvs come without setuptools (pip fetches it to build): then this is skipped."""
-  pytest.importorskip('setuptools', minversion='61', reason='setuptools >= 61 (pyproject support) is not installed')
-  source = tmp_path_factory.mktemp('source')
+  """(lib folder, entry_points.txt) of the wheel `pip wheel` builds from a copy of the sources,
+  unpacked. pip builds in an isolated environment with the setuptools that pyproject.toml's
+  build-system asks for, fetched from the package index: the test process never imports setuptools,
+  so this runs where the venv has none (Python 3.12's venvs)."""
+  source = tmp_path_factory.mktemp('source')  # pip builds in the tree: keep build/, *.egg-info out of it
   for name in ('pyproject.toml', 'README.md'):
     shutil.copy(helpers.REPO / name, source / name)
   for name in ('air_jax', 'experiments'):
     shutil.copytree(helpers.REPO / name, source / name, ignore=shutil.ignore_patterns('__pycache__'))
   out = tmp_path_factory.mktemp('built')
-  process = subprocess.run([sys.executable, '-W', 'ignore', '-c', 'from setuptools import setup; setup()', '-q',
-                            'egg_info', '--egg-base', str(out), 'build_py', '--build-lib', str(out / 'lib')],
-                           cwd=source, capture_output=True, text=True, timeout=300)
-  assert process.returncode == 0, process.stderr
-  (entry_points,) = out.glob('*.egg-info/entry_points.txt')
+  process = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--disable-pip-version-check', '-q',
+                            '-w', str(out / 'dist'), str(source)],
+                           cwd=out, capture_output=True, text=True, timeout=300)
+  assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-3000:]
+  (wheel,) = (out / 'dist').glob('air_jax-0.1.0-*.whl')
+  with zipfile.ZipFile(wheel) as archive:
+    archive.extractall(out / 'lib')
+  (entry_points,) = (out / 'lib').glob('air_jax-0.1.0.dist-info/entry_points.txt')
   return out / 'lib', entry_points.read_text()
 
 

@@ -1,5 +1,8 @@
 """The TFDS Multi-MNIST builder, on a fake MNIST cache: no download, no TensorFlow."""
+import json
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -47,8 +50,70 @@ def assert_same(actual, expected):
     np.testing.assert_array_equal(actual[k], expected[k], err_msg=k)
 
 
-def test_no_tensorflow(built):
-  assert 'tensorflow' not in sys.modules
+# Run in a fresh interpreter (argv: stand-in folder, data_dir, mnist_dir, arrays.npz). A stand-in
+# `tensorflow` package that imports fine is put on sys.path; then every finder on sys.meta_path is
+# wrapped so that it finds no tensorflow module: `import tensorflow` (or tensorflow.*) raises
+# ImportError and importlib.util.find_spec('tensorflow') is None, exactly as where TensorFlow is not
+# installed (etils and tfds probe it both ways, and take 'tensorflow' in sys.modules to mean it is
+# loaded, so neither sys.modules['tensorflow'] = None nor a finder that raises will do). Then the
+# dataset is built, read back and its arrays saved.
+NO_TENSORFLOW_BUILD = textwrap.dedent("""
+    import importlib.util, json, sys
+    stand_in, data_dir, mnist_dir, arrays = sys.argv[1:]
+    sys.path.insert(0, stand_in)
+    import tensorflow  # importable before the block ...
+    assert tensorflow.IS_THE_TEST_STAND_IN
+    del sys.modules['tensorflow'], tensorflow
+    looked_up = []
+
+    class FindsNoTensorFlow:
+      def __init__(self, finder):
+        self.finder = finder
+      def find_spec(self, name, path=None, target=None):
+        if name == 'tensorflow' or name.startswith('tensorflow.'):
+          looked_up.append(name)
+          return None
+        return self.finder.find_spec(name, path, target)
+      def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+    sys.meta_path[:] = [FindsNoTensorFlow(f) for f in sys.meta_path]
+    try:  # ... and not after it
+      import tensorflow
+      blocked = False
+    except ImportError:
+      blocked = importlib.util.find_spec('tensorflow') is None
+    looked_up.clear()
+
+    import numpy as np
+    from air_jax.data import pipeline, tfds_builder
+    builder = tfds_builder.build(data_dir, counts=(%s), num_train=%d, num_test=%d, seed=%d, mnist_dir=mnist_dir)
+    sources = {split: builder.as_data_source(split) for split in ('train', 'test')}
+    batches = {split: pipeline.get_batch(source, range(len(source))) for split, source in sources.items()}
+    np.savez(arrays, **{f'{split}/{k}': v for split, batch in batches.items() for k, v in batch.items()})
+    print(json.dumps(dict(blocked=blocked, loaded=[m for m in sys.modules if m.split('.')[0] == 'tensorflow'],
+                          looked_up=sorted(set(looked_up)), file_format=str(builder.info.file_format))))
+""") % (','.join(map(str, COUNTS)), NUM_TRAIN, NUM_TEST, SEED)
+
+
+def test_no_tensorflow(fake_mnist, tmp_path):
+  """With `import tensorflow` failing (even where a TensorFlow package is installed: the stand-in
+  here), a fresh build succeeds and its splits read back as MultiMNIST's scenes."""
+  (tmp_path / 'fake_tf' / 'tensorflow').mkdir(parents=True)
+  (tmp_path / 'fake_tf' / 'tensorflow' / '__init__.py').write_text('IS_THE_TEST_STAND_IN = True\n')
+  process = subprocess.run(
+      [sys.executable, '-c', NO_TENSORFLOW_BUILD, str(tmp_path / 'fake_tf'), str(tmp_path / 'tfds'),
+       str(fake_mnist[0]), str(tmp_path / 'arrays.npz')],
+      cwd=helpers.REPO, env=helpers.subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert process.returncode == 0, process.stderr[-3000:]
+  report = json.loads(process.stdout.strip().splitlines()[-1])
+  assert report['blocked'], 'the block did not stop `import tensorflow`'
+  assert report['loaded'] == []  # (tfds may look for it: report['looked_up'])
+  assert report['file_format'] == str(tfds.core.FileFormat.ARRAY_RECORD)
+  with np.load(tmp_path / 'arrays.npz') as arrays:
+    for split in ('train', 'test'):
+      expected = pipeline.get_batch(reference(fake_mnist[1], split), range(NUM_TRAIN if split == 'train' else NUM_TEST))
+      assert_same({k: arrays[f'{split}/{k}'] for k in expected}, expected)
 
 
 def test_array_record_files(built):
@@ -104,10 +169,13 @@ def test_main(fake_mnist, tmp_path, capsys):
   assert last == f'multi_mnist/{name}: 4 train + 2 test scenes in {tmp_path / "multi_mnist" / name / "1.0.0"}'
 
 
-@pytest.mark.parametrize('flag', ['--counts=0,x', '--counts=-1', '--num_train=abc', '--num_test=0',
-                                  '--nmu_train=3'])
-def test_main_bad_flags(tmp_path, capsys, flag):
-  assert tfds_builder.main([f'--data_dir={tmp_path}', flag]) == 2
-  err = capsys.readouterr().err.strip()
-  assert err.startswith('error: ') and '\n' not in err
-  assert not list(tmp_path.iterdir())
+@pytest.mark.parametrize('flag, fragment', [
+    ('--counts=0,x', "--counts must be comma-separated integers like 0,1,2, got '0,x'"),
+    ('--counts=-1', 'counts must be a non-empty set of non-negative integers, got (-1,)'),
+    ('--num_train=abc', "argument --num_train: invalid int value: 'abc'"),
+    ('--num_test=0', 'num_train and num_test must be positive, got 60000 and 0'),
+    ('--nmu_train=3', 'unrecognized arguments: --nmu_train=3')])
+def test_main_bad_flags(tmp_path, capsys, flag, fragment):
+  code = tfds_builder.main([f'--data_dir={tmp_path}', flag])
+  helpers.assert_one_error_line((code, capsys.readouterr().err), (), fragment, returncode=2)
+  assert not list(tmp_path.iterdir())  # nothing written into --data_dir

@@ -13,6 +13,9 @@ import pytest
 
 from air_jax import checkpoints
 from air_jax import metrics as metrics_lib
+from air_jax import model as model_lib
+from air_jax import objectives
+from air_jax import parallel
 from air_jax import train
 from air_jax.data import pipeline
 from tests import helpers
@@ -51,8 +54,9 @@ def test_train_step_compiles_once(traced_step, init_smoke, scene_batch):
     traced_step(state, images[:4], counts[:4], key)
 
 
-def test_training_learns(traced_step, init_smoke, scene_batch):
-  """On a fixed batch the loss goes down; everything stays finite; both parameter sets move."""
+def test_train_step_updates_the_state(traced_step, init_smoke, scene_batch):
+  """On a fixed batch the loss goes down; everything stays finite; both parameter sets and the
+  signal statistics move. (Learning to count: test_training_learns_to_count.)"""
   state = init_smoke(jax.random.key(0))
   initial = jax.device_get(state)
   images, counts = batch(scene_batch, 0)
@@ -73,6 +77,52 @@ def test_training_learns(traced_step, init_smoke, scene_batch):
   assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 10, losses
   assert set(step_metrics) >= {'loss', 'elbo', 'kl_pres', 'count', 'grad_norm', 'train_count_accuracy'}
   assert 0.0 <= float(step_metrics['train_count_accuracy']) <= 1.0
+
+
+def squares(num_images: int, counts, size: int, seed: int):
+  """uint8 [n, size, size] scenes of non-overlapping 6x6 white squares, `counts` repeated, and
+  the counts."""
+  rng = np.random.default_rng(seed)
+  images = np.zeros((num_images, size, size), np.uint8)
+  counts = np.resize(np.asarray(counts, np.int32), num_images)
+  for k, count in enumerate(counts):
+    corners = []
+    while len(corners) < count:
+      r, c = rng.integers(1, size - 7, size=2)
+      if all(abs(r - r2) > 7 or abs(c - c2) > 7 for r2, c2 in corners):
+        corners.append((r, c))
+        images[k, r:r + 6, c:c + 6] = 255
+  return images, counts
+
+
+def test_training_learns_to_count():
+  """The smoke networks (2 steps) learn whether a 24x24 scene holds a 6x6 square or nothing in
+  1,000 steps of batch 32: the modes' count is right on >= 95% of the 64 training scenes, where
+  the traps a broken z_pres gradient leads to score 50% (every scene read as 0, as with the
+  advantage's sign flipped: WORKSPACE.md) or 0% (two objects everywhere). One seed in five stays
+  at 50% (seed 3, measured), so up to three seeds are tried; seeds 0-2 each reach 100% by
+  step 1,000 (seed 4 by 1,500)."""
+  config = helpers.smoke_config('')
+  config.data.canvas_size = 24
+  config.model.max_steps = 2
+  config.data.train_counts = config.data.eval_counts = (0, 1)
+  config.objective.z_where_prior_loc = (-1.0, 0.0, 0.0)  # windows of ~0.34 x 24 = 8 px
+  config.objective.z_pres_prior_anneal_steps = 3000
+  images, counts = squares(64, (0, 1), 24, seed=0)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  train_step, eval_step = train.make_train_step(config, mesh), train.make_eval_step(config, mesh)
+  init = parallel.replicated_init(lambda key: train.init_state(config, key), mesh)  # as the step's output
+  accuracies = []
+  for seed in range(3):
+    state, rng = init(jax.random.key(seed)), np.random.default_rng(seed)
+    for _ in range(1000):
+      batch = rng.choice(len(images), 32, replace=False)
+      state, _ = train_step(state, images[batch], counts[batch], jax.random.key(2 + seed))
+    inferred = np.asarray(eval_step(state.params['model'], images, jax.random.key(0))['count'])
+    accuracies.append(float((inferred == counts).mean()))
+    if accuracies[-1] >= 0.95:
+      break
+  assert accuracies[-1] >= 0.95, accuracies
 
 
 def test_z_pres_prior_anneal():
@@ -109,6 +159,70 @@ def test_clip_in_step_matches_optax_clip_by_global_norm(gradient_scale):
     reference_updates, reference_state = reference.update(grads, reference_state, params)
     chex.assert_trees_all_close(updates, reference_updates, rtol=1e-5, atol=1e-7)
   chex.assert_trees_all_close(state, reference_state, rtol=1e-5, atol=1e-7)
+
+
+def test_eval_step_elbo_is_elbo_terms_of_the_same_sample(init_smoke, scene_batch):
+  """eval_step's ELBO is objectives.elbo_terms of the sample q draws with the same key, under the
+  final (not the annealed initial) z_pres prior. (Its modes: test_infer, which reads them.)"""
+  config = helpers.smoke_config('')
+  params = init_smoke(jax.random.key(0)).params['model']
+  images, _ = batch(scene_batch, 1)
+  key = jax.random.key(3)
+  result = jax.device_get(train.make_eval_step(config)(params, images, key))
+  air = model_lib.AIR(config.model)
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  sample = jax.jit(lambda p: air.apply({'params': p}, x, rngs={'sample': key}))(params)
+  obj = config.objective
+  terms = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
+                                z_pres_prior=obj.z_pres_prior, z_where_prior_loc=obj.z_where_prior_loc,
+                                z_where_prior_scale=obj.z_where_prior_scale)
+  np.testing.assert_allclose(result['elbo'], terms.elbo, rtol=1e-5, atol=1e-3)
+  # Another key's sample, or the annealing's initial prior, gives another ELBO.
+  other = jax.device_get(train.make_eval_step(config)(params, images, jax.random.key(4)))
+  assert np.abs(other['elbo'] - result['elbo']).max() > 1.0
+  start = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
+                                z_pres_prior=obj.z_pres_prior_start, z_where_prior_loc=obj.z_where_prior_loc,
+                                z_where_prior_scale=obj.z_where_prior_scale)
+  assert np.abs(np.asarray(start.elbo) - result['elbo']).max() > 1.0
+
+
+def test_train_step_clips_only_the_model_gradients(traced_step, init_smoke, scene_batch):
+  """One make_train_step update (from a state two steps in, so Adam's moments are not empty and
+  a rescaled gradient changes the update) equals optax's: the model's gradients through
+  clip_by_global_norm then Adam, the baseline's straight to its Adam, on the same batch and key.
+  References that clip nothing, or clip both networks by their joint norm, end elsewhere."""
+  config = helpers.smoke_config('')
+  images, counts = batch(scene_batch, 0)
+  root = jax.random.key(5)
+  state = init_smoke(jax.random.key(0))
+  for _ in range(2):
+    state, _ = traced_step(state, images, counts, root)
+  before = jax.device_get(state)
+  t = int(before.step)
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  loss_and_grad = jax.jit(jax.value_and_grad(train.make_loss_fn(config), has_aux=True))
+  grads = loss_and_grad(before.params, before.signal_stats, x, jax.random.fold_in(root, t),
+                        train.z_pres_prior_at(jnp.int32(t), config.objective))[1]
+  norms = {name: float(optax.tree.norm(g)) for name, g in grads.items()}
+  assert norms['model'] > 2 * config.grad_clip_norm, norms  # the clip bites
+  labels = {name: jax.tree.map(lambda _, n=name: n, tree) for name, tree in before.params.items()}
+  clipped = optax.multi_transform({
+      'model': optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(config.learning_rate)),
+      'baseline': optax.adam(config.baseline_learning_rate)}, labels)
+  unclipped = train.make_optimizer(config)  # identity where the clip would be
+  joint = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), train.make_optimizer(config))
+
+  def reference(optimizer, opt_state):
+    return optax.apply_updates(before.params, optimizer.update(grads, opt_state, before.params)[0])
+
+  state, _ = traced_step(state, images, counts, root)
+  stepped = jax.device_get(state.params)
+  chex.assert_trees_all_close(stepped, reference(clipped, before.opt_state), rtol=1e-4, atol=1e-6)
+  # Largest gap to a broken reference, in units of the tolerance above (> 1 would fail it).
+  gap = lambda a, b: max(float(np.max(np.abs(u - v) / (1e-6 + 1e-4 * np.abs(v))))
+                         for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert gap(stepped['model'], reference(unclipped, before.opt_state)['model']) > 10
+  assert gap(stepped['baseline'], reference(joint, (optax.EmptyState(), before.opt_state))['baseline']) > 10
 
 
 def test_to_unit_interval():

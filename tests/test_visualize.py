@@ -221,6 +221,7 @@ def test_render_from_an_image_folder(smoke_run, scene_batch, tmp_path):
 def test_render_refuses_bad_outputs(smoke_run, tmp_path, output, fragment):
   with pytest.raises(infer.InputError, match=fragment):
     visualize.render(smoke_run[0], tmp_path / output)
+  assert not (tmp_path / output).exists()
 
 
 def test_cli_on_held_out_scenes(smoke_run, tmp_path):
@@ -237,6 +238,18 @@ def test_cli_on_held_out_scenes(smoke_run, tmp_path):
   with Image.open(tmp_path / 'g.png') as png:
     assert png.size == (width, height)
   bad = subprocess.run([sys.executable, '-m', 'air_jax.visualize', f'--workdir={tmp_path / "nope"}',
-                        f'--output={tmp_path / "g.png"}'], cwd=helpers.REPO, env=helpers.subprocess_env(),
+                        f'--output={tmp_path / "bad.png"}'], cwd=helpers.REPO, env=helpers.subprocess_env(),
                        capture_output=True, text=True, timeout=300)
-  assert bad.returncode == 1 and bad.stderr.strip().startswith('error: --workdir'), bad.stderr
+  helpers.assert_one_error_line(bad, tmp_path / 'bad.png', 'error: --workdir', 'nope', returncode=1)
+
+
+@pytest.mark.parametrize('argv, fragment', [
+    (['--workdir=w', '--output=o.png', '--num_images=abc'], "--num_images: invalid int value: 'abc'"),
+    (['--output=o.png'], 'the following arguments are required: --workdir'),
+    (['--workdir=w', '--output=o.png', '--colour=red'], 'unrecognized arguments: --colour=red'),
+])
+def test_bad_flags_one_line(argv, fragment, capsys):
+  """A bad or missing flag: one `error:` line on stderr and exit 1 (not argparse's usage text)."""
+  with pytest.raises(SystemExit) as exit_info:
+    visualize.parse_flags(['air-jax-visualize'] + argv)
+  helpers.assert_one_error_line((exit_info.value.code, capsys.readouterr().err), (), fragment, returncode=1)
