@@ -1,0 +1,196 @@
+"""3D scenes rendered by MuJoCo: a floor and 0-3 objects, each one of K = 3 shapes.
+
+The world (every number a field of `World`): a grey floor, a fixed oblique camera and one fixed
+directional light. An object is a cube, a sphere or a cylinder lying on its side, all of one size and
+one material, so identity shows only in shape. It has a position (x, y) on the floor and a rotation
+theta about the vertical axis. Objects do not intersect: their footprints, discs of radius
+`World.footprint_radius`, are placed by rejection sampling. Images are greyscale floats in [0, 1].
+
+Rendering is MuJoCo's own offscreen renderer (`mujoco.Renderer`). Set `MUJOCO_GL=egl` before
+importing mujoco (this module sets it if unset): Mesa's software rasteriser on a CPU machine, the
+GPU's EGL on a GPU machine. One MjModel holds a mocap body per (object slot, shape). A render moves
+the bodies of the scene's objects into place and parks the others out of the camera's view.
+
+Example i of `Shapes3D(seed=s)` depends only on (s, i), through `numpy.random.default_rng([s, i])`.
+It carries:
+- `image` uint8 [H, W] and `count` int32;
+- per object, padded up to `max_objects`: `shape` int32 (-1 if absent) and `position` float32 [2]
+  (x, y on the floor);
+- `theta` float32 in [0, 2 pi).
+"""
+import dataclasses
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+
+SHAPES = ('cube', 'sphere', 'cylinder')  # identity k = index
+PARKED = 50.0  # x of a body that is not in the scene: far outside the camera's view
+MAX_PLACEMENT_TRIES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+  """The scene prior and the rendering setup (lengths in metres)."""
+  image_size: int = 32
+  counts: Sequence[int] = (0, 1, 2, 3)
+  object_size: float = 0.15          # cube half-side, sphere radius, cylinder radius and half-length
+  floor_extent: float = 0.45         # object centres uniform in [-extent, extent]^2
+  footprint_radius: float = 0.22     # objects' centres at least 2x this apart (no intersection)
+  camera_distance: float = 1.6       # from the floor's centre
+  camera_elevation_deg: float = 50.0  # above the floor plane
+  camera_fovy_deg: float = 45.0
+  light_direction: Sequence[float] = (0.4, 0.6, -1.0)
+  object_grey: float = 0.9
+  floor_grey: float = 0.35
+
+  @property
+  def max_objects(self) -> int:
+    return max(self.counts)
+
+  def check(self) -> None:
+    """Raises ValueError naming the first invalid field."""
+    counts = tuple(self.counts)
+    if not counts or min(counts) < 0:
+      raise ValueError(f'World.counts must be a non-empty set of non-negative integers, got {counts}')
+    if self.image_size < 8:
+      raise ValueError(f'World.image_size must be at least 8, got {self.image_size}')
+    if not self.footprint_radius >= self.object_size * np.sqrt(2):
+      raise ValueError(f'World.footprint_radius={self.footprint_radius} must cover an object '
+                       f'(>= object_size * sqrt(2) = {self.object_size * np.sqrt(2):.3f})')
+    if not 0 < self.camera_elevation_deg < 90:
+      raise ValueError(f'World.camera_elevation_deg must be in (0, 90), got {self.camera_elevation_deg}')
+
+
+def _geom(shape: str, size: float, grey: float) -> str:
+  rgba = f'{grey} {grey} {grey} 1'
+  if shape == 'cube':
+    return f'<geom type="box" size="{size} {size} {size}" rgba="{rgba}"/>'
+  if shape == 'sphere':
+    return f'<geom type="sphere" size="{size}" rgba="{rgba}"/>'
+  # A cylinder's axis is its local z: turned 90 degrees about x, it lies along y on the floor.
+  return f'<geom type="cylinder" size="{size} {size}" euler="90 0 0" rgba="{rgba}"/>'
+
+
+def world_xml(world: World) -> str:
+  """MJCF of the world: floor, light, camera 'eye', a mocap body per (slot j, shape k) 'o{j}_{k}'."""
+  elevation = np.deg2rad(world.camera_elevation_deg)
+  back, up = world.camera_distance * np.cos(elevation), world.camera_distance * np.sin(elevation)
+  # The camera at (0, -back, up) looks at the origin: its x axis is world x, its y axis is
+  # (0, sin e, cos e) (perpendicular to the view direction, pointing up the image).
+  y_axis = f'0 {np.sin(elevation):.6f} {np.cos(elevation):.6f}'
+  bodies = '\n'.join(
+      f'<body name="o{j}_{k}" mocap="true" pos="{PARKED} 0 {world.object_size}">'
+      f'{_geom(shape, world.object_size, world.object_grey)}</body>'
+      for j in range(world.max_objects) for k, shape in enumerate(SHAPES))
+  floor = world.floor_grey
+  return f"""<mujoco model="shapes_3d">
+  <visual><headlight ambient="0.25 0.25 0.25" diffuse="0 0 0" specular="0 0 0"/>
+    <global offwidth="{world.image_size}" offheight="{world.image_size}"/></visual>
+  <worldbody>
+    <light directional="true" dir="{' '.join(map(str, world.light_direction))}" diffuse="0.8 0.8 0.8"
+           specular="0.1 0.1 0.1" castshadow="false"/>
+    <geom type="plane" size="3 3 0.1" rgba="{floor} {floor} {floor} 1"/>
+    <camera name="eye" pos="0 {-back:.6f} {up:.6f}" xyaxes="1 0 0 {y_axis}" fovy="{world.camera_fovy_deg}"/>
+    {bodies}
+  </worldbody>
+</mujoco>"""
+
+
+def _import_mujoco():
+  os.environ.setdefault('MUJOCO_GL', 'egl')
+  try:
+    import mujoco  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise RuntimeError(f'3D scenes need MuJoCo (pip install mujoco): {e}') from e
+  return mujoco
+
+
+class SceneRenderer:
+  """render(shape [M] int, position [M, 2], theta [M], count) -> float32 [H, W] in [0, 1].
+
+  One MjModel and one offscreen renderer; not thread-safe (use one per thread)."""
+
+  def __init__(self, world: World):
+    world.check()
+    mujoco = _import_mujoco()
+    self.world, self._mujoco = world, mujoco
+    self.model = mujoco.MjModel.from_xml_string(world_xml(world))
+    self.data = mujoco.MjData(self.model)
+    try:
+      self.renderer = mujoco.Renderer(self.model, world.image_size, world.image_size)
+    except Exception as e:  # pylint: disable=broad-except
+      raise RuntimeError(f'MuJoCo could not open an offscreen context (MUJOCO_GL='
+                         f'{os.environ.get("MUJOCO_GL")}): {e}. On Linux install libegl1 or '
+                         'libosmesa6 and set MUJOCO_GL=egl or osmesa') from e
+    self._body = np.array([[self.model.body(f'o{j}_{k}').mocapid[0] for k in range(len(SHAPES))]
+                           for j in range(world.max_objects)])
+
+  def render(self, shape: np.ndarray, position: np.ndarray, theta: np.ndarray, count: int) -> np.ndarray:
+    data, size = self.data, self.world.object_size
+    data.mocap_pos[:] = (PARKED, 0.0, size)
+    data.mocap_quat[:] = (1.0, 0.0, 0.0, 0.0)
+    for j in range(int(count)):
+      body = self._body[j, int(shape[j])]
+      data.mocap_pos[body] = (position[j, 0], position[j, 1], size)
+      half = 0.5 * float(theta[j])
+      data.mocap_quat[body] = (np.cos(half), 0.0, 0.0, np.sin(half))  # about the vertical axis
+    self._mujoco.mj_forward(self.model, data)
+    self.renderer.update_scene(data, camera='eye')
+    rgb = self.renderer.render().astype(np.float32)
+    return rgb.mean(-1) / 255.0  # grey objects on a grey floor: the channels are equal
+
+  def close(self) -> None:
+    self.renderer.close()
+
+
+def sample_layout(rng: np.random.Generator, world: World) -> Dict[str, np.ndarray]:
+  """A scene from the prior: count ~ Uniform(counts), shape ~ Uniform(K), (x, y) uniform on the
+  floor with footprints apart (rejection sampling), theta ~ Uniform[0, 2 pi)."""
+  m = world.max_objects
+  count = int(rng.choice(np.asarray(world.counts)))
+  position = np.zeros((m, 2), np.float32)
+  for j in range(count):
+    for _ in range(MAX_PLACEMENT_TRIES):
+      candidate = rng.uniform(-world.floor_extent, world.floor_extent, size=2)
+      if all(np.hypot(*(candidate - position[i])) >= 2 * world.footprint_radius for i in range(j)):
+        position[j] = candidate
+        break
+    else:
+      raise ValueError(f'cannot place {count} objects with footprint radius {world.footprint_radius} '
+                       f'on a floor of extent {world.floor_extent}')
+  shape = np.full(m, -1, np.int32)
+  shape[:count] = rng.integers(0, len(SHAPES), size=count)
+  theta = np.zeros(m, np.float32)
+  theta[:count] = rng.uniform(0, 2 * np.pi, size=count)
+  return dict(count=np.int32(count), shape=shape, position=position, theta=theta)
+
+
+class Shapes3D:
+  """Random-access source of rendered 3D scenes (len / getitem / getitems), like MultiMNIST."""
+
+  def __init__(self, world: World = World(), *, num_examples: int, seed: int):
+    world.check()
+    if num_examples <= 0:
+      raise ValueError(f'num_examples must be positive, got {num_examples}')
+    self.world, self.num_examples, self.seed = world, int(num_examples), int(seed)
+    self._renderer = None
+
+  def __len__(self) -> int:
+    return self.num_examples
+
+  def layout(self, index: int) -> Dict[str, np.ndarray]:
+    if not 0 <= index < self.num_examples:
+      raise IndexError(f'index {index} out of range for {self.num_examples} scenes')
+    return sample_layout(np.random.default_rng([self.seed, int(index)]), self.world)
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    if self._renderer is None:
+      self._renderer = SceneRenderer(self.world)
+    scene = self.layout(index)
+    image = self._renderer.render(scene['shape'], scene['position'], scene['theta'], scene['count'])
+    return dict(image=np.round(image * 255).astype(np.uint8), **scene)
+
+  def __getitems__(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
+    examples = [self[int(i)] for i in indices]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
