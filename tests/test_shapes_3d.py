@@ -1,8 +1,12 @@
 """3D scenes rendered by MuJoCo: the prior's layouts, determinism, and what the renders show."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from air_jax.data import shapes_3d
+from tests import helpers
 
 WORLD = shapes_3d.World()
 NONE = np.full(3, -1)
@@ -119,3 +123,20 @@ def test_impossible_layout_is_refused():
     shapes_3d.Shapes3D(crowded, num_examples=1, seed=0).layout(0)
   with pytest.raises(ValueError, match='num_examples'):
     shapes_3d.Shapes3D(WORLD, num_examples=0, seed=0)
+
+
+def test_no_opengl_backend_is_one_clear_error():
+  """A MUJOCO_GL that names no usable backend: one RendererUnavailableError naming the variable
+  and what to install, not a trace from inside MuJoCo."""
+  code = ('from air_jax.data import shapes_3d\n'
+          'try:\n'
+          '  shapes_3d.SceneRenderer(shapes_3d.World())\n'
+          'except shapes_3d.RendererUnavailableError as e:\n'
+          '  print(e)\n')
+  env = dict(helpers.subprocess_env(), MUJOCO_GL='no_such_backend')
+  process = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO, env=env, capture_output=True,
+                           text=True, timeout=120)
+  assert process.returncode == 0, process.stderr[-2000:]
+  lines = process.stdout.strip().splitlines()
+  assert len(lines) == 1, process.stdout
+  assert "MUJOCO_GL='no_such_backend'" in lines[0] and 'libegl1 libgl1-mesa-dri' in lines[0], lines[0]

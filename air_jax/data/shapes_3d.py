@@ -97,12 +97,23 @@ def world_xml(world: World) -> str:
 </mujoco>"""
 
 
+class RendererUnavailableError(RuntimeError):
+  """MuJoCo is missing or can open no OpenGL context; the message says what to install."""
+
+
+GL_HINT = ('install an OpenGL backend (Debian/Ubuntu: apt-get install libegl1 libgl1-mesa-dri) and '
+           'choose it with MUJOCO_GL=egl (or osmesa: libosmesa6)')
+
+
 def _import_mujoco():
   os.environ.setdefault('MUJOCO_GL', 'egl')
   try:
     import mujoco  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise RuntimeError(f'3D scenes need MuJoCo (pip install mujoco): {e}') from e
+    raise RendererUnavailableError(f'3D scenes need MuJoCo (pip install mujoco==4.0.0): {e}') from e
+  except Exception as e:  # pylint: disable=broad-except  (mujoco rejects a bad MUJOCO_GL at import)
+    raise RendererUnavailableError(f'MuJoCo did not start with MUJOCO_GL={os.environ["MUJOCO_GL"]!r}: '
+                                   f'{" ".join(str(e).split())}; {GL_HINT}') from e
   return mujoco
 
 
@@ -120,9 +131,9 @@ class SceneRenderer:
     try:
       self.renderer = mujoco.Renderer(self.model, world.image_size, world.image_size)
     except Exception as e:  # pylint: disable=broad-except
-      raise RuntimeError(f'MuJoCo could not open an offscreen context (MUJOCO_GL='
-                         f'{os.environ.get("MUJOCO_GL")}): {e}. On Linux install libegl1 or '
-                         'libosmesa6 and set MUJOCO_GL=egl or osmesa') from e
+      raise RendererUnavailableError(
+          f'MuJoCo could not open an offscreen OpenGL context (MUJOCO_GL={os.environ.get("MUJOCO_GL")!r}): '
+          f'{" ".join(str(e).split())}; {GL_HINT}') from e
     self._body = np.array([[self.model.body(f'o{j}_{k}').mocapid[0] for k in range(len(SHAPES))]
                            for j in range(world.max_objects)])
 
