@@ -30,15 +30,6 @@ def run_train(workdir, mnist_dir, *extra, **popen):
   return subprocess.run(args, env=helpers.subprocess_env(), capture_output=True, text=True, timeout=600)
 
 
-def restore(workdir, config):
-  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
-  checkpointer = checkpoints.Checkpointer(workdir, create=False)
-  try:
-    return jax.device_get(checkpointer.restore(target))
-  finally:
-    checkpointer.close()
-
-
 # ---- non-finite steps ------------------------------------------------------------------------------
 
 def test_nonfinite_step_changes_nothing_but_counters(init_smoke, scene_batch):
@@ -74,7 +65,7 @@ def test_run_stops_after_nonfinite_steps_in_a_row(tmp_path, mnist_dir):
     train.train_and_evaluate(config, str(tmp_path / 'w'), log=lines.append)
   assert 'latest checkpoint (step 2)' in str(error.value)
   assert any('skipped so far' in line for line in lines)
-  saved = restore(tmp_path / 'w', config)
+  saved = helpers.restore_train_state(tmp_path / 'w', config)
   fresh = jax.device_get(jax.jit(lambda: train.init_state(config, jax.random.split(jax.random.key(config.seed), 3)[0]))())
   jax.tree.map(np.testing.assert_array_equal, saved.params, fresh.params)
   assert int(saved.step) == 2 and int(saved.nonfinite_steps) == 2
@@ -105,7 +96,7 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, mnist_dir):
   assert 'resumed from the checkpoint at step' in restarted.stdout
 
   config = metrics_lib.load_config(tmp_path / 'whole')
-  a, b = restore(tmp_path / 'whole', config), restore(killed_dir, config)
+  a, b = helpers.restore_train_state(tmp_path / 'whole', config), helpers.restore_train_state(killed_dir, config)
   assert int(a.step) == int(b.step) == 60
   jax.tree.map(np.testing.assert_array_equal, a, b)  # bitwise: params, optimiser, baseline statistics
   evals = lambda w: [(r['step'], r['count_accuracy'], r['elbo'], r['confusion'])
@@ -136,7 +127,7 @@ def test_interrupted_save_leaves_previous_checkpoint(saved_run):
   checkpointer = checkpoints.Checkpointer(workdir)
   assert checkpointer.latest_step() == 4
   checkpointer.close()
-  assert int(restore(workdir, config).step) == 4
+  assert int(helpers.restore_train_state(workdir, config).step) == 4
 
 
 def test_corrupt_checkpoint_names_itself(saved_run):
@@ -144,7 +135,7 @@ def test_corrupt_checkpoint_names_itself(saved_run):
   for f in (workdir / 'checkpoints' / '4').rglob('manifest.ocdbt'):
     f.unlink()
   with pytest.raises(checkpoints.CheckpointError, match=r'checkpoints/4 cannot be (read|restored)'):
-    restore(workdir, config)
+    helpers.restore_train_state(workdir, config)
   (workdir / 'checkpoints' / '2' / 'default' / '_METADATA').write_text('{not json')
   with pytest.raises(checkpoints.CheckpointError, match=r'checkpoints/2 cannot be read'):
     checkpoints.Checkpointer(workdir, create=False).restore(
@@ -157,7 +148,7 @@ def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
   other.model.lstm_size = 2 * config.model.lstm_size
   with pytest.raises(checkpoints.CheckpointError,
                      match=r'does not fit this model.*params/model/image_bias: stored \(64,\), expected \(128,\)'):
-    restore(workdir, other)
+    helpers.restore_train_state(workdir, other)
   with pytest.raises(checkpoints.CheckpointError, match=r'does not fit this model.*image_kernel: stored \(2500, 64\)'):
     train.restore_model_params(workdir, other)  # the params-only restore used by inference
   assert train.restore_model_params(workdir, config)['image_kernel'].shape == (2500, 64)
