@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from air_jax import model as model_lib
+from air_jax import scenes
 
 TASKS = ('sum', 'order')
 
@@ -92,12 +92,12 @@ def slot_features(z_pres: jax.Array, z_where: jax.Array, z_what: jax.Array) -> j
 def make_encoder(air_config: ml_collections.ConfigDict, batch_size: int = 500):
   """-> encode(params, uint8 images [B, H, W], progress=None) -> float32 slot features
   [B, N, 1 + 3 + D] from AIR's modes (compiled once, for batches padded to batch_size)."""
-  air = model_lib.AIR(air_config.model)
+  air = scenes.air_for(air_config)
 
   @jax.jit
   def features(params, batch):
     out = air.apply({'params': params}, batch.astype(jnp.float32) / 255.0, use_mode=True)
-    return slot_features(out.z_pres, out.z_where, out.z_what)
+    return slot_features(out.z_pres, out.objects['z_where'], out.objects['z_what'])
 
   def encode(params, images: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     chunks = []

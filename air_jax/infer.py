@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from air_jax import launch
+from air_jax import scenes
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (its latest checkpoint is used).')
 _IMAGES = flags.DEFINE_string('images', None, 'npz file with images [N, H, W], a folder of PNG/JPEG '
@@ -127,24 +128,24 @@ def load_image_files(path: pathlib.Path, canvas_size: int) -> np.ndarray:
 
 def load_config(workdir: str | pathlib.Path):
   """The config a training workdir was trained with."""
-  from air_jax import metrics
+  from air_jax import metrics, scenes
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise InputError(f'--workdir: no such directory: {workdir}')
   if not (workdir / 'config.json').is_file():
     raise InputError(f'--workdir: {workdir} has no config.json: not a training workdir')
-  return metrics.load_config(workdir)
+  return scenes.with_defaults(metrics.load_config(workdir))
 
 
 def load_params(workdir: str | pathlib.Path, config):
   """Model params of the latest checkpoint in workdir (writes nothing there)."""
-  from air_jax import train
+  from air_jax import evaluation
   workdir = pathlib.Path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise InputError(f'--workdir: {workdir} has no checkpoint yet')
   from air_jax import checkpoints
   try:
-    params = train.restore_model_params(workdir, config)
+    params = evaluation.restore_model_params(workdir, config)
   except checkpoints.CheckpointError as e:
     raise InputError(f'--workdir: {e}') from e
   if params is None:
@@ -153,11 +154,12 @@ def load_params(workdir: str | pathlib.Path, config):
 
 
 def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
-  """Latents of images float32 [N, H, W] in [0, 1] (q's modes)."""
-  from air_jax import glimpse, train
+  """Latents of images float32 [N, H, W] in [0, 1] (q's modes): count [N], z_pres_prob [N, steps]
+  and the scene kind's summary of each step's object (2D: z_where, boxes, z_what)."""
+  from air_jax import steps
   devices = jax.device_count()
   batch_size = -(-batch_size // devices) * devices  # padded batches split evenly over devices
-  eval_step = train.make_eval_step(config)
+  eval_step = steps.make_eval_step(config)
   results = []
   for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size]
@@ -167,10 +169,7 @@ def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
     out = jax.device_get(eval_step(params, chunk, jax.random.key(start)))
     results.append({k: v[:n] for k, v in out.items()})
   joined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-  size = config.data.canvas_size
-  return dict(count=joined['count'], z_pres_prob=joined['z_pres_prob'], z_where=joined['z_where'],
-              boxes=np.asarray(glimpse.boxes(joined['z_where'], (size, size))),
-              z_what=joined['z_what'])
+  return {k: v for k, v in joined.items() if k not in ('elbo', 'z_pres')}
 
 
 def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path=None,
@@ -178,10 +177,8 @@ def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path
   if batch_size <= 0:
     raise InputError(f'--batch_size must be positive, got {batch_size}')
   if visualize_path:
-    # What run uses of visualize never imports air_jax.infer: under `python -m air_jax.infer` a
-    # second copy of this module would define its flags twice.
-    from air_jax import visualize  # pylint: disable=g-import-not-at-top
-    problem = visualize.png_path_problem(visualize_path)
+    from air_jax import pictures  # pylint: disable=g-import-not-at-top
+    problem = pictures.png_path_problem(visualize_path)
     if problem:
       raise InputError(f'--visualize: {problem}')
     if visualize_images <= 0:
@@ -192,12 +189,13 @@ def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path
   if not output_path.parent.is_dir():
     raise InputError(f'--output: no such directory: {output_path.parent}')
   config = load_config(workdir)
-  images = load_images(images_path, config.data.canvas_size)  # bad input fails before any restore
+  scene = scenes.scene_of(config)
+  images = load_images(images_path, scene.image_shape[0])  # bad input fails before any restore
   params = load_params(workdir, config)
   result = infer(config, params, images, batch_size)
   np.savez(output_path, **result)
   if visualize_path:
-    visualize.save_png(visualize.Pictures(config)(params, images[:visualize_images]), visualize_path)
+    pictures.save_png(scene.pictures()(params, images[:visualize_images]), visualize_path)
   return result
 
 

@@ -43,10 +43,12 @@ def format_rate(per_second: float) -> str:
 
 
 def progress_line(step: int, total: int, m: Dict[str, float], train_seconds: float) -> str:
+  """One line of training progress; the object KLs are the metrics named kl_<latent>."""
   eta = format_duration((total - step) / max(m['steps_per_second'], 1e-9))
+  object_kls = ''.join(f' {k[3:]} {v:.2f}' for k, v in m.items() if k.startswith('kl_') and k != 'kl_pres')
   return (f'step {step}/{total} | {m["steps_per_second"]:.1f} steps/s {m["images_per_second"]:.0f} img/s '
-          f'| elbo {m["elbo"]:.1f} (log p(x|z) {m["log_likelihood"]:.1f}, kl pres {m["kl_pres"]:.2f} '
-          f'where {m["kl_where"]:.2f} what {m["kl_what"]:.1f}) | count {m["count"]:.2f} '
+          f'| elbo {m["elbo"]:.1f} (log p(x|z) {m["log_likelihood"]:.1f}, kl pres {m["kl_pres"]:.2f}'
+          f'{object_kls}) | count {m["count"]:.2f} '
           f'train acc {m["train_count_accuracy"]:.3f} | t {train_seconds:.0f}s eta {eta}')
 
 

@@ -1,19 +1,23 @@
-"""The ELBO and its gradient estimator: reparameterisation for z_where/z_what, REINFORCE with
-NVIL variance reduction for z_pres.
+"""The ELBO and its gradient estimator: reparameterisation for continuous object latents,
+REINFORCE with NVIL variance reduction for the discrete ones (z_pres, and a scene kind's discrete
+object latents such as the 3D shape identity).
 
 Per image, with m_i = z_pres_{i-1} (step i was sampled) and z_i = z_pres_i:
     ELBO = log N(x; canvas, sigma^2 I)
            - sum_i m_i KL(Bern(q_i) || Bern(prior))
-           - sum_i z_i [KL(q(z_where_i) || p(z_where)) + KL(q(z_what_i) || p(z_what))]
-All KLs are analytic given the sampled past (Rao-Blackwellised). z_pres_i can only change the
-likelihood and the terms of later steps, so its learning signal (credit assignment) is
-    l_i = log p(x | z) - sum_{j >= i} z_j KL_cont_j - sum_{j > i} m_j KL_pres_j.
+           - sum_i z_i KL_obj_i,   KL_obj_i = sum over the scene kind's object latents of KL(q || p)
+(2D: KL_obj = KL(q(z_where) || p(z_where)) + KL(q(z_what) || p(z_what)); 3D: identity and pose).
+All KLs are analytic given the sampled past (Rao-Blackwellised). The discrete decisions of step i
+(z_pres_i, and its object's discrete latents) can only change the likelihood and the terms of
+later steps, so their learning signal (credit assignment) is
+    l_i = log p(x | z) - sum_{j >= i} z_j KL_obj_j - sum_{j > i} m_j KL_pres_j.
 NVIL variance reduction: with running mean mu_i and standard deviation sd_i of l_i (centring and
 scaling), a learned baseline b_i(x, z_<i) is regressed on the normalised signal
     t_i = (l_i - mu_i) / s_i,   s_i = max(1, sd_i),
 and the advantage is put back in nats before it weights the score:
     a_i = s_i (t_i - b_i) = l_i - (mu_i + s_i b_i),
-    surrogate = -sum_i m_i stop_gradient(a_i) log q(z_pres_i).
+    surrogate = -sum_i m_i stop_gradient(a_i) [log q(z_pres_i) + z_i log q(d_i)],
+with d_i the discrete object latents of step i (none in 2D).
 Why nats: q(z_pres) also gets pathwise gradients in nats (its analytic KL). Dividing only the score
 term by sd_i (~300 nats early on) would shrink it ~300-fold against that KL, and the KL then
 switches every object off (measured: p(z_pres) on 2-digit images 0.88 -> 0.01 in 600 steps).
@@ -51,31 +55,40 @@ def bernoulli_kl(q_logits: jax.Array, p_prob: float | jax.Array) -> jax.Array:
           + (1.0 - q) * (jax.nn.log_sigmoid(-q_logits) - jnp.log1p(-p_prob)))
 
 
+def categorical_kl_uniform(logits: jax.Array) -> jax.Array:
+  """KL(Cat(softmax(logits)) || Uniform(K)) = sum_k q_k log q_k + log K over the last axis."""
+  log_q = jax.nn.log_softmax(logits, axis=-1)
+  return (jnp.exp(log_q) * log_q).sum(-1) + math.log(logits.shape[-1])
+
+
+def categorical_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+  """log Cat(x; softmax(logits)) for integer x [...] and logits [..., K]."""
+  log_q = jax.nn.log_softmax(logits, axis=-1)
+  return jnp.take_along_axis(log_q, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
 class ELBOTerms(NamedTuple):
   log_likelihood: jax.Array  # [B]
   kl_pres: jax.Array         # [B, N], already masked by m_i
-  kl_where: jax.Array        # [B, N], already masked by z_i
-  kl_what: jax.Array         # [B, N], already masked by z_i
+  kl_objects: dict           # name -> [B, N] the scene kind's object KLs, already masked by z_i
   elbo: jax.Array            # [B]
   learning_signal: jax.Array  # [B, N] l_i (no gradient flows through it)
 
 
 def elbo_terms(out: AIROutput, images: jax.Array, *, likelihood_scale: float,
-               z_pres_prior: float | jax.Array, z_where_prior_loc, z_where_prior_scale) -> ELBOTerms:
-  """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]."""
+               z_pres_prior: float | jax.Array, object_kls: dict) -> ELBOTerms:
+  """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]; object_kls: name -> [B, N]
+  per-step KL of each object latent (unmasked; a scene kind's `object_kls(out)`)."""
   log_likelihood = normal_log_prob(images, out.canvas, likelihood_scale).sum(axis=(1, 2))
   kl_pres = out.active * bernoulli_kl(out.z_pres_logits, z_pres_prior)
-  where_loc = jnp.asarray(z_where_prior_loc, jnp.float32)
-  where_scale = jnp.asarray(z_where_prior_scale, jnp.float32)
-  kl_where = out.z_pres * normal_kl(out.z_where_loc, out.z_where_scale, where_loc, where_scale).sum(-1)
-  kl_what = out.z_pres * normal_kl(out.z_what_loc, out.z_what_scale, 0.0, 1.0).sum(-1)
-  elbo = log_likelihood - (kl_pres + kl_where + kl_what).sum(-1)
+  kl_objects = {name: out.z_pres * kl for name, kl in object_kls.items()}
+  kl_object = sum(kl_objects.values())
+  elbo = log_likelihood - (kl_pres + kl_object).sum(-1)
 
-  kl_continuous = kl_where + kl_what
   reverse_cumsum = lambda x: jnp.flip(jnp.cumsum(jnp.flip(x, -1), -1), -1)
   later_kl_pres = reverse_cumsum(kl_pres) - kl_pres  # sum_{j > i}
-  signal = log_likelihood[:, None] - reverse_cumsum(kl_continuous) - later_kl_pres
-  return ELBOTerms(log_likelihood, kl_pres, kl_where, kl_what, elbo, jax.lax.stop_gradient(signal))
+  signal = log_likelihood[:, None] - reverse_cumsum(kl_object) - later_kl_pres
+  return ELBOTerms(log_likelihood, kl_pres, kl_objects, elbo, jax.lax.stop_gradient(signal))
 
 
 @flax.struct.dataclass
@@ -115,8 +128,8 @@ def normalised_signal(signal: jax.Array, stats: SignalStats):
   return (signal - mean) / scale, scale
 
 
-def reinforce_surrogate(z_pres_log_prob: jax.Array, advantage: jax.Array,
+def reinforce_surrogate(discrete_log_prob: jax.Array, advantage: jax.Array,
                         active: jax.Array) -> jax.Array:
   """Per-image surrogate whose gradient is the score-function term of -ELBO:
-  -sum_i m_i stop_gradient(a_i) grad log q(z_pres_i). Inputs [B, N] -> [B]."""
-  return -(active * jax.lax.stop_gradient(advantage) * z_pres_log_prob).sum(-1)
+  -sum_i m_i stop_gradient(a_i) grad log q(discrete decisions of step i). Inputs [B, N] -> [B]."""
+  return -(active * jax.lax.stop_gradient(advantage) * discrete_log_prob).sum(-1)

@@ -30,7 +30,7 @@ import numpy as np
 
 from air_jax import launch
 from air_jax import parallel
-from air_jax import train
+from air_jax import steps as steps_lib
 from air_jax.configs import default
 
 _CONFIG = launch.define_config_file(
@@ -86,8 +86,8 @@ def benchmark_batch(config, batch_size: int, precision: str, steps: int, repeats
       count=rng.integers(0, 3, (batch_size,)).astype(np.int32)[parallel.process_slice(batch_size)]), mesh)
   images, counts = batch['image'], batch['count']
   key = jax.random.key(0)
-  state = train.create_train_state(config, jax.random.key(1), mesh)
-  step = train.make_train_step(config, mesh)
+  state = steps_lib.create_train_state(config, jax.random.key(1), mesh)
+  step = steps_lib.make_train_step(config, mesh)
 
   start = time.perf_counter()
   compiled = step.lower(state, images, counts, key).compile()

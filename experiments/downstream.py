@@ -33,6 +33,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from air_jax import evaluation
 from air_jax import checkpoints
 from air_jax import downstream
 from air_jax import launch
@@ -129,7 +130,7 @@ def options_from_flags() -> Options:
 
 def load_air(air_workdir: pathlib.Path):
   """(config, params, checkpoint step) of a trained AIR workdir; UsageError if it is not one.
-  Only the model's params are restored (train.restore_model_params), not the whole train state."""
+  Only the model's params are restored (evaluation.restore_model_params), not the whole train state."""
   if not air_workdir.is_dir():
     raise UsageError(f'--air_workdir: no such directory: {air_workdir}')
   if not (air_workdir / 'config.json').is_file():
@@ -142,7 +143,7 @@ def load_air(air_workdir: pathlib.Path):
     checkpointer.close()
   if step is None:
     raise UsageError(f'--air_workdir: {air_workdir} has no checkpoint yet')
-  return config, train.restore_model_params(air_workdir, config), step
+  return config, evaluation.restore_model_params(air_workdir, config), step
 
 
 def trained_air(options: Options, root: pathlib.Path, log):

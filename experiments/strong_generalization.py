@@ -28,6 +28,9 @@ from absl import logging
 import jax
 import numpy as np
 
+from air_jax.configs import checks
+from air_jax import evaluation
+from air_jax import steps
 from air_jax import launch
 from air_jax import checkpoints
 from air_jax import metrics
@@ -94,7 +97,7 @@ def evaluate_counts(config, params, eval_step, counts, num_eval: int, mesh) -> d
                                   canvas_size=config.data.canvas_size)
   cache_dir = pathlib.Path(config.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
   source = multi_mnist.materialise_cached(scenes, cache_dir, 'test')
-  result = train.evaluate(eval_step, params, source, config.eval_batch_size,
+  result = evaluation.evaluate(eval_step, params, source, config.eval_batch_size,
                           jax.random.key(config.seed), config.model.max_steps, mesh)
   return dict(count_accuracy=result['count_accuracy'], confusion=result['confusion'].tolist())
 
@@ -104,7 +107,7 @@ def run_one(root: pathlib.Path, task: str, model: str, seed: int, log) -> dict:
   config = run_config(task, model, seed, _SMOKE.value, _NUM_TRAIN_STEPS.value, _DATA_DIR.value,
                       _EMA_DECAY.value)
   workdir = root / f'{task}_{model}_seed{seed}'
-  train.check_resumable(workdir, config)  # a run of another config in this workdir is an error
+  checks.check_resumable(workdir, config)  # a run of another config in this workdir is an error
   result_path = workdir / 'result.json'
   if result_path.exists():
     result = json.loads(result_path.read_text())
@@ -119,7 +122,7 @@ def run_one(root: pathlib.Path, task: str, model: str, seed: int, log) -> dict:
                 ema_decay=config.ema_decay, num_eval=_NUM_EVAL.value,
                 train_counts=list(TASKS[task]['train_counts']), unseen_counts=list(TASKS[task]['unseen_counts']))
   mesh = parallel.make_mesh()
-  params, eval_step = train.restore_model_params(workdir, config), train.make_eval_step(config, mesh)
+  params, eval_step = evaluation.restore_model_params(workdir, config), steps.make_eval_step(config, mesh)
   for split in ('unseen', 'train'):
     result[split] = evaluate_counts(config, params, eval_step, TASKS[task][f'{split}_counts'],
                                     _NUM_EVAL.value, mesh)

@@ -16,6 +16,7 @@ from absl import flags
 
 from air_jax import launch
 from air_jax import train
+from air_jax.data import mnist as mnist_lib
 from air_jax.configs import default
 
 _CONFIG = launch.define_config_file(
@@ -37,7 +38,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
-  except (ValueError, FileNotFoundError, train.NonFiniteError, train.mnist_lib.MnistUnavailableError) as e:
+  except (ValueError, FileNotFoundError, train.NonFiniteError, mnist_lib.MnistUnavailableError) as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
   print(f'final: step {result["step"]} held-out count accuracy {result.get("count_accuracy", float("nan")):.4f}')

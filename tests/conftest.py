@@ -18,6 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from air_jax import steps
 from air_jax.data import mnist  # pylint: disable=g-import-not-at-top
 from tests import helpers  # pylint: disable=g-import-not-at-top
 
@@ -58,9 +59,9 @@ def smoke_run(mnist_dir, tmp_path_factory):
 def init_smoke():
   """jit-compiled key -> fresh smoke TrainState, replicated over all devices like the train step's
   output (so the step sees one input sharding; eager init_state is several times slower)."""
-  from air_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  from air_jax import parallel  # pylint: disable=g-import-not-at-top
   config = helpers.smoke_config('')
-  return parallel.replicated_init(lambda key: train.init_state(config, key), parallel.make_mesh())
+  return parallel.replicated_init(lambda key: steps.init_state(config, key), parallel.make_mesh())
 
 
 @pytest.fixture(scope='session')

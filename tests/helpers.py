@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 
+from air_jax import steps
 from air_jax.configs import default
 from air_jax.data import mnist
 
@@ -87,11 +88,11 @@ def files_under(folder) -> dict:
 
 def restore_train_state(workdir, config, step=None):
   """The whole TrainState saved in <workdir>/checkpoints at step (default: the latest), on the host,
-  restored with Checkpointer.restore against jax.eval_shape of train.init_state: not through
-  train.restore_model_params, the params-only restore that inference uses."""
+  restored with Checkpointer.restore against jax.eval_shape of steps.init_state: not through
+  evaluation.restore_model_params, the params-only restore that inference uses."""
   import jax  # pylint: disable=g-import-not-at-top
-  from air_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
-  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
+  from air_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  target = jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0)))
   checkpointer = checkpoints.Checkpointer(workdir, create=False)
   try:
     return jax.device_get(checkpointer.restore(target, step=step))

@@ -4,6 +4,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from air_jax import evaluation
+from air_jax import steps
 from air_jax import checkpoints
 from air_jax import parallel
 from air_jax import train
@@ -13,16 +15,16 @@ from tests import helpers
 def test_ema_update_math():
   ema, params = {'w': np.full(3, 2.0, np.float32)}, {'w': np.full(3, 4.0, np.float32)}
   # Late in training the decay is config.ema_decay: 0.9 * 2 + 0.1 * 4.
-  np.testing.assert_allclose(train.ema_update(ema, params, 0.9, 1000)['w'], 2.2, rtol=1e-6)
+  np.testing.assert_allclose(steps.ema_update(ema, params, 0.9, 1000)['w'], 2.2, rtol=1e-6)
   # At step 0 the warm-up decay (1 + 0) / (10 + 0) = 0.1 wins: 0.1 * 2 + 0.9 * 4.
-  np.testing.assert_allclose(train.ema_update(ema, params, 0.9, 0)['w'], 3.8, rtol=1e-6)
+  np.testing.assert_allclose(steps.ema_update(ema, params, 0.9, 0)['w'], 3.8, rtol=1e-6)
 
 
 @pytest.fixture(scope='module')
 def ema_step_and_state():
   config = helpers.smoke_config('', ema_decay=0.5)
-  init = parallel.replicated_init(lambda key: train.init_state(config, key), parallel.make_mesh())
-  return config, train.make_train_step(config), init
+  init = parallel.replicated_init(lambda key: steps.init_state(config, key), parallel.make_mesh())
+  return config, steps.make_train_step(config), init
 
 
 def test_train_step_updates_the_average_and_skipped_steps_keep_it(ema_step_and_state, scene_batch):
@@ -36,7 +38,7 @@ def test_train_step_updates_the_average_and_skipped_steps_keep_it(ema_step_and_s
   expected = jax.tree.map(lambda old, new: 0.1 * old + 0.9 * new, start.params['model'], after.params['model'])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), after.ema_params, expected)
   assert not np.allclose(after.ema_params['image_kernel'], after.params['model']['image_kernel'])
-  assert train.eval_params(after, config) is after.ema_params
+  assert steps.eval_params(after, config) is after.ema_params
 
   bad = jax.tree.map(np.copy, after.params)
   bad['model']['image_bias'][:] = np.nan
@@ -48,13 +50,13 @@ def test_restore_model_params_returns_the_average(tmp_path, mnist_dir):
   config = helpers.smoke_config(mnist_dir, ema_decay=0.5, num_train_steps=2, checkpoint_every_steps=2,
                                 eval_every_steps=2, log_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
-  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
+  target = jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0)))
   saved = checkpoints.Checkpointer(tmp_path, create=False).restore(target)
-  restored = train.restore_model_params(tmp_path, config)
+  restored = evaluation.restore_model_params(tmp_path, config)
   jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(saved.ema_params))
   without = config.copy_and_resolve_references()
   without.ema_decay = 0.0  # the same run read as one without an average: its latest parameters
-  jax.tree.map(np.testing.assert_array_equal, train.restore_model_params(tmp_path, without),
+  jax.tree.map(np.testing.assert_array_equal, evaluation.restore_model_params(tmp_path, without),
                jax.device_get(saved.params['model']))
 
 
@@ -63,7 +65,7 @@ def test_average_of_a_run_without_one_is_a_clear_error(smoke_run):
   with_ema = config.copy_and_resolve_references()
   with_ema.ema_decay = 0.5
   with pytest.raises(checkpoints.CheckpointError, match='has no ema_params'):
-    train.restore_model_params(workdir, with_ema)
+    evaluation.restore_model_params(workdir, with_ema)
 
 
 def test_checkpoint_from_before_the_average_existed_restores(tmp_path, init_smoke):
@@ -75,7 +77,7 @@ def test_checkpoint_from_before_the_average_existed_restores(tmp_path, init_smok
   checkpointer.manager.save(7, args=ocp.args.StandardSave(fields))
   checkpointer.close()
   config = helpers.smoke_config('')
-  target = jax.eval_shape(lambda: train.init_state(config, jax.random.key(0)))
+  target = jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0)))
   restored = checkpoints.Checkpointer(tmp_path, create=False).restore(target)
   assert restored.ema_params == {}
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), state.params)

@@ -1,4 +1,4 @@
-"""The gradient estimator as the train step assembles it (train.make_loss_fn), against the exact
+"""The gradient estimator as the train step assembles it (loss_lib.make_loss_fn), against the exact
 gradient of the ELBO on a toy AIR whose discrete latents can be enumerated.
 
 Toy: 2 steps, 4 images of 16x16, the smoke networks, and continuous posteriors held at the scale
@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax import model as model_lib
+from air_jax import scenes
+from air_jax import loss as loss_lib
 from air_jax import modules
 from air_jax import objectives
-from air_jax import train
 from tests import helpers
 
 SIZE, BATCH, STEPS, KEYS = 16, 4, 2, 1024
@@ -81,22 +81,22 @@ def exact_expected_elbo(config, model_params, images):
   # Every step present (a huge, unbounded logit bias) gives each step's LSTM state, window and
   # object as they are whenever that step is reached: they depend on earlier steps being present,
   # never on the logit itself.
-  forced_cfg = cfg.copy_and_resolve_references()
-  forced_cfg.z_pres_logit_bias, forced_cfg.z_pres_logit_bound = 1e3, 0.0
-  forced = model_lib.AIR(forced_cfg).apply({'params': model_params}, images, use_mode=True)
+  forced_config = config.copy_and_resolve_references()
+  forced_config.model.z_pres_logit_bias, forced_config.model.z_pres_logit_bound = 1e3, 0.0
+  forced = scenes.air_for(forced_config).apply({'params': model_params}, images, use_mode=True)
   head = modules.PresWhereHead(cfg.predictor_hidden, cfg.z_pres_logit_bias,
                                logit_bound=cfg.z_pres_logit_bound)
   logits = jnp.stack([head.apply({'params': model_params['step']['pres_where']}, forced.hidden[:, i])[0]
                       for i in range(STEPS)], axis=1)
   p = jax.nn.sigmoid(logits)
   kl_pres = bernoulli_kl(p, PRIOR)
-  kl_cont = (normal_kl(forced.z_where_loc, forced.z_where_scale, jnp.asarray(obj.z_where_prior_loc),
+  kl_cont = (normal_kl(forced.objects['z_where_loc'], forced.objects['z_where_scale'], jnp.asarray(obj.z_where_prior_loc),
                        jnp.asarray(obj.z_where_prior_scale)).sum(-1)
-             + normal_kl(forced.z_what_loc, forced.z_what_scale, 0.0, 1.0).sum(-1))
+             + normal_kl(forced.objects['z_what_loc'], forced.objects['z_what_scale'], 0.0, 1.0).sum(-1))
   sigma = obj.likelihood_scale
   expected = 0.0
   for c in range(STEPS + 1):
-    canvas = forced.objects[:, :c].sum(1)
+    canvas = forced.objects['image'][:, :c].sum(1)
     log_likelihood = (-0.5 * jnp.square((images - canvas) / sigma) - jnp.log(sigma)
                       - 0.5 * jnp.log(2 * jnp.pi)).sum((1, 2))
     elbo = log_likelihood - kl_pres[:, :min(c + 1, STEPS)].sum(1) - kl_cont[:, :c].sum(1)
@@ -110,7 +110,7 @@ def build_toy():
   logit column, the exact-side logits)."""
   config = toy_config()
   images = toy_images()
-  air, baseline = train.build_models(config)
+  air, baseline = loss_lib.build_models(config)
   model_params = jax.jit(air.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
   model_params = with_floor_scales(model_params)
   hidden = jnp.zeros((1, STEPS, config.model.lstm_size))
@@ -118,7 +118,7 @@ def build_toy():
   params = {'model': model_params,
             'baseline': jax.jit(baseline.init)(jax.random.key(2), features, hidden)['params']}
   # Running statistics as the train step would hold them after 20 batches.
-  loss_fn = jax.jit(train.make_loss_fn(config))
+  loss_fn = jax.jit(loss_lib.make_loss_fn(config))
   stats = objectives.SignalStats.zeros(STEPS)
   for k in range(20):
     stats = loss_fn(params, stats, images, jax.random.key(100 + k), jnp.float32(PRIOR))[1]['stats']
@@ -154,7 +154,7 @@ def estimator_samples(config, params, stats, images, variants=None, keys=KEYS):
       try:
         for attr, replacement in replacements.items():
           setattr(objectives, attr, replacement)  # read by make_loss_fn while it is traced
-        loss_fn = train.make_loss_fn(config)
+        loss_fn = loss_lib.make_loss_fn(config)
         grads = jax.grad(lambda p: loss_fn(p, stats, images, key, jnp.float32(PRIOR))[0])(params)
       finally:
         for attr, original in originals.items():
@@ -180,11 +180,11 @@ def test_toy_is_what_the_exact_gradient_assumes(toy):
   """The sampled forward pass sees the exact side's step-1 logits, its continuous latents sit at
   their means, and the discrete part matters: the exact gradient is not just the KL's."""
   config, params, _, images, exact, logits = toy
-  forward = jax.jit(lambda p, x, key: model_lib.AIR(config.model).apply({'params': p}, x, rngs={'sample': key}))
+  forward = jax.jit(lambda p, x, key: scenes.air_for(config).apply({'params': p}, x, rngs={'sample': key}))
   out = forward(params['model'], images, jax.random.key(5))
   np.testing.assert_allclose(out.z_pres_logits[:, 0], logits[:, 0], atol=1e-5)
-  assert float(jnp.abs(out.z_where - out.z_where_loc).max()) < 1e-3
-  assert float(jnp.abs(out.z_what - out.z_what_loc).max()) < 1e-3
+  assert float(jnp.abs(out.objects['z_where'] - out.objects['z_where_loc']).max()) < 1e-3
+  assert float(jnp.abs(out.objects['z_what'] - out.objects['z_what_loc']).max()) < 1e-3
   assert np.all((logits > -2) & (logits < 2))  # both values of every z_pres are sampled often
   assert np.abs(exact).max() > 0.05
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from air_jax import pictures
 from air_jax import infer
-from air_jax import visualize
 from tests import helpers
 
 CANVAS = 50
@@ -87,7 +87,7 @@ def test_cli_on_a_png_folder_with_visualize(smoke_run, scene_batch, tmp_path):
   with np.load(tmp_path / 'png.npz') as from_png:
     for key in ('count', 'z_where', 'z_pres_prob'):
       np.testing.assert_allclose(from_png[key], result[key], atol=1e-5)
-  shape = visualize.grid_shape(3, 2 + 2 * config.model.max_steps, (2 * CANVAS, 2 * CANVAS))
+  shape = pictures.grid_shape(3, 2 + 2 * config.model.max_steps, (2 * CANVAS, 2 * CANVAS))
   with Image.open(tmp_path / 'picture.png') as picture:
     assert picture.size == (shape[1], shape[0])
   bad = subprocess.run(common + [f'--images={tmp_path / "in"}', f'--output={tmp_path / "x.npz"}',

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax import model as model_lib
+from air_jax import scenes
 from tests import helpers
 
 B = 8
@@ -16,7 +16,7 @@ def make_forward(difference_input=False, z_pres_logit_bias=0.0):
   config = helpers.smoke_config('')
   config.model.difference_input = difference_input
   config.model.z_pres_logit_bias = z_pres_logit_bias
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
   return config, jax.jit(lambda params, images, key: air.apply({'params': params}, images,
                                                                rngs={'sample': key}))
 
@@ -35,9 +35,9 @@ def test_output_shapes(setup):
   n, d, l = config.model.max_steps, config.model.z_what_size, config.model.lstm_size
   out = outputs[0]
   chex.assert_shape([out.z_pres_logits, out.z_pres, out.active], (B, n))
-  chex.assert_shape([out.z_where_loc, out.z_where_scale, out.z_where], (B, n, 3))
-  chex.assert_shape([out.z_what_loc, out.z_what_scale, out.z_what], (B, n, d))
-  chex.assert_shape(out.objects, (B, n, 50, 50))
+  chex.assert_shape([out.objects['z_where_loc'], out.objects['z_where_scale'], out.objects['z_where']], (B, n, 3))
+  chex.assert_shape([out.objects['z_what_loc'], out.objects['z_what_scale'], out.objects['z_what']], (B, n, d))
+  chex.assert_shape(out.objects['image'], (B, n, 50, 50))
   chex.assert_shape(out.canvas, (B, 50, 50))
   chex.assert_shape(out.hidden, (B, n, l))
   chex.assert_shape(out.image_features, (B, 4 * l))
@@ -58,13 +58,13 @@ def test_z_pres_is_a_cumulative_product(setup):
 
 def test_canvas_is_sum_of_present_objects(setup):
   for out in setup[-1]:
-    expected = (out.z_pres[:, :, None, None] * out.objects).sum(1)
+    expected = (out.z_pres[:, :, None, None] * out.objects['image']).sum(1)
     np.testing.assert_allclose(out.canvas, expected, atol=1e-5)
   out = setup[-1][0]
   # Objects are not masked: an absent step still decodes ink, which the canvas leaves out.
-  absent_ink = (np.asarray(out.z_pres) == 0) & (np.asarray(out.objects).max(axis=(2, 3)) > 0.05)
+  absent_ink = (np.asarray(out.z_pres) == 0) & (np.asarray(out.objects['image']).max(axis=(2, 3)) > 0.05)
   assert absent_ink.any()
-  assert not np.allclose(out.canvas, out.objects.sum(1), atol=1e-3)
+  assert not np.allclose(out.canvas, out.objects['image'].sum(1), atol=1e-3)
 
 
 def test_union_canvas_is_one_minus_product_of_complements(setup):
@@ -73,11 +73,11 @@ def test_union_canvas_is_one_minus_product_of_complements(setup):
   config, _, params, images, _ = setup
   config = config.copy_and_resolve_references()
   config.model.composition = 'union'
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
   overlapped = False
   for k in range(4):
     out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(k)})
-    drawn = np.asarray(out.z_pres)[:, :, None, None] * np.asarray(out.objects)
+    drawn = np.asarray(out.z_pres)[:, :, None, None] * np.asarray(out.objects['image'])
     np.testing.assert_allclose(out.canvas, 1.0 - np.prod(1.0 - drawn, axis=1), atol=1e-5)
     assert 0.0 <= float(out.canvas.min()) and float(out.canvas.max()) <= 1.0
     overlap = np.sort(drawn, axis=1)[:, -2]  # second-largest ink per pixel: > 0 where two overlap
@@ -92,15 +92,15 @@ def test_unknown_composition_is_refused():
   config = helpers.smoke_config('')
   config.model.composition = 'max'
   with pytest.raises(ValueError, match='composition'):
-    model_lib.AIR(config.model).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+    scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                      jnp.zeros((2, 50, 50)))
 
 
 def test_scales_positive_and_samples_differ(setup):
   out0, out1 = setup[-1][:2]
-  assert np.all(np.asarray(out0.z_where_scale) > 0) and np.all(np.asarray(out0.z_what_scale) > 0)
-  assert not np.allclose(out0.z_what[:, 0], out1.z_what[:, 0])
-  np.testing.assert_allclose(out0.z_where_loc[:, 0], out1.z_where_loc[:, 0], atol=1e-6)  # same q_1
+  assert np.all(np.asarray(out0.objects['z_where_scale']) > 0) and np.all(np.asarray(out0.objects['z_what_scale']) > 0)
+  assert not np.allclose(out0.objects['z_what'][:, 0], out1.objects['z_what'][:, 0])
+  np.testing.assert_allclose(out0.objects['z_where_loc'][:, 0], out1.objects['z_where_loc'][:, 0], atol=1e-6)  # same q_1
 
 
 def test_same_key_same_sample(setup):
@@ -117,12 +117,12 @@ def test_image_features(setup):
 
 def test_modes(setup):
   config, _, params, images, _ = setup
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
   out = jax.jit(lambda p, x: air.apply({'params': p}, x, use_mode=True))(params, images)
   expected = np.cumprod(np.asarray(out.z_pres_logits) > 0, axis=1)
   np.testing.assert_array_equal(out.z_pres, expected)
-  np.testing.assert_array_equal(out.z_where, out.z_where_loc)
-  np.testing.assert_array_equal(out.z_what, out.z_what_loc)
+  np.testing.assert_array_equal(out.objects['z_where'], out.objects['z_where_loc'])
+  np.testing.assert_array_equal(out.objects['z_what'], out.objects['z_what_loc'])
 
 
 def test_dair_runs_and_differs(setup):
@@ -152,7 +152,7 @@ def test_memoryless_dair_step_depends_only_on_the_residual(scene_batch):
   config = helpers.smoke_config('')
   config.model.difference_input = True
   config.model.memoryless = True
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
   images = jnp.asarray(scene_batch['image'][:B], jnp.float32) / 255.0
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
   assert 'recurrent_gates' not in params['step'] and 'latent_gates' not in params['step']
@@ -164,14 +164,14 @@ def test_memoryless_dair_step_depends_only_on_the_residual(scene_batch):
   again, _ = forward(residual)
   np.testing.assert_allclose(out.hidden[:, 1], again.hidden[:, 0], atol=1e-5)
   np.testing.assert_allclose(out.z_pres_logits[:, 1], again.z_pres_logits[:, 0], atol=1e-4)
-  np.testing.assert_allclose(out.z_where_loc[:, 1], again.z_where_loc[:, 0], atol=1e-5)
+  np.testing.assert_allclose(out.objects['z_where_loc'][:, 1], again.objects['z_where_loc'][:, 0], atol=1e-5)
 
 
 def test_memoryless_needs_dair():
   config = helpers.smoke_config('')
   config.model.memoryless = True
   with pytest.raises(ValueError, match='difference_input'):
-    model_lib.AIR(config.model).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+    scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                      jnp.zeros((2, 50, 50)))
 
 
@@ -182,7 +182,7 @@ def test_z_pres_logit_bound_keeps_q_away_from_0_and_1(setup):
   for bound in (0.0, 2.0):
     config, forward = make_forward(z_pres_logit_bias=50.0)
     config.model.z_pres_logit_bound = bound
-    air = model_lib.AIR(config.model)
+    air = scenes.air_for(config)
     out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(0)})
     logits = np.asarray(out.z_pres_logits)
     if bound:
@@ -198,12 +198,13 @@ def many_samples(setup):
   config, _, params, images, _ = setup
   config = config.copy_and_resolve_references()
   config.model.z_pres_logit_bias = 1.0
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
 
   def latents(key):
     out = air.apply({'params': params}, images, rngs={'sample': key})
-    return {k: getattr(out, k) for k in ('z_pres_logits', 'z_pres', 'active', 'z_where', 'z_where_loc',
-                                         'z_where_scale', 'z_what', 'z_what_loc', 'z_what_scale')}
+    latents = {k: getattr(out, k) for k in ('z_pres_logits', 'z_pres', 'active')}
+    return dict(latents, **{k: out.objects[k] for k in ('z_where', 'z_where_loc', 'z_where_scale',
+                                                        'z_what', 'z_what_loc', 'z_what_scale')})
 
   run = jax.jit(jax.vmap(latents))
   parts = [run(jax.random.split(jax.random.key(seed), 512)) for seed in range(4)]

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from air_jax.configs import default
+from air_jax.scenes import multi_mnist
 from air_jax import objectives
 from air_jax.model import AIROutput
 
@@ -84,16 +86,23 @@ def hand_output(seed=0):
   objects = f32(b, n, h, w, low=0.0)
   out = AIROutput(
       z_pres_logits=f32(b, n, low=-3, high=3), z_pres=z_pres, active=active,
-      z_where_loc=f32(b, n, 3), z_where_scale=f32(b, n, 3, low=0.1, high=1.5), z_where=f32(b, n, 3),
-      z_what_loc=f32(b, n, d), z_what_scale=f32(b, n, d, low=0.1, high=1.5), z_what=f32(b, n, d),
-      objects=objects, canvas=(z_pres[:, :, None, None] * objects).sum(1),
-      hidden=f32(b, n, 4), image_features=f32(b, 16))
+      objects=dict(z_where_loc=f32(b, n, 3), z_where_scale=f32(b, n, 3, low=0.1, high=1.5),
+                   z_where=f32(b, n, 3), z_what_loc=f32(b, n, d),
+                   z_what_scale=f32(b, n, d, low=0.1, high=1.5), z_what=f32(b, n, d), image=objects),
+      canvas=(z_pres[:, :, None, None] * objects).sum(1), hidden=f32(b, n, 4), image_features=f32(b, 16))
   images = f32(b, h, w, low=0.0)
   return jax.tree.map(jnp.asarray, out), jnp.asarray(images)
 
 
-PRIOR = dict(likelihood_scale=0.3, z_pres_prior=0.2, z_where_prior_loc=(0.1, 0.0, -0.2),
-             z_where_prior_scale=(0.5, 1.0, 2.0))
+PRIOR = dict(likelihood_scale=0.3, z_pres_prior=0.2)
+WHERE_PRIOR = dict(z_where_prior_loc=(0.1, 0.0, -0.2), z_where_prior_scale=(0.5, 1.0, 2.0))
+
+
+def terms_of(out, images):
+  """objectives.elbo_terms with the 2D scene kind's object KLs under WHERE_PRIOR."""
+  config = default.get_config()
+  config.objective.update(WHERE_PRIOR)
+  return objectives.elbo_terms(out, images, **PRIOR, object_kls=multi_mnist.Scene(config).object_kls(out))
 
 
 def np_normal_kl(q_loc, q_scale, p_loc, p_scale):
@@ -104,7 +113,7 @@ def np_normal_kl(q_loc, q_scale, p_loc, p_scale):
 @pytest.fixture(scope='module')
 def case():
   out, images = hand_output()
-  return out, images, objectives.elbo_terms(out, images, **PRIOR)
+  return out, images, terms_of(out, images)
 
 
 class TestElboTerms:
@@ -112,7 +121,7 @@ class TestElboTerms:
   def test_shapes(self, case):
     out, _, terms = case
     chex.assert_shape([terms.log_likelihood, terms.elbo], (3,))
-    chex.assert_shape([terms.kl_pres, terms.kl_where, terms.kl_what, terms.learning_signal], (3, 3))
+    chex.assert_shape([terms.kl_pres, terms.kl_objects['where'], terms.kl_objects['what'], terms.learning_signal], (3, 3))
 
   def test_log_likelihood(self, case):
     out, images, terms = case
@@ -127,26 +136,27 @@ class TestElboTerms:
     p = PRIOR['z_pres_prior']
     kl_pres = q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
     np.testing.assert_allclose(terms.kl_pres, active * kl_pres, rtol=1e-4, atol=1e-6)
-    kl_where = np_normal_kl(out.z_where_loc, out.z_where_scale, np.array(PRIOR['z_where_prior_loc']),
-                            np.array(PRIOR['z_where_prior_scale'])).sum(-1)
-    np.testing.assert_allclose(terms.kl_where, z_pres * kl_where, rtol=1e-4, atol=1e-6)
-    kl_what = np_normal_kl(out.z_what_loc, out.z_what_scale, 0.0, 1.0).sum(-1)
-    np.testing.assert_allclose(terms.kl_what, z_pres * kl_what, rtol=1e-4, atol=1e-6)
+    kl_where = np_normal_kl(out.objects['z_where_loc'], out.objects['z_where_scale'], np.array(WHERE_PRIOR['z_where_prior_loc']),
+                            np.array(WHERE_PRIOR['z_where_prior_scale'])).sum(-1)
+    np.testing.assert_allclose(terms.kl_objects['where'], z_pres * kl_where, rtol=1e-4, atol=1e-6)
+    kl_what = np_normal_kl(out.objects['z_what_loc'], out.objects['z_what_scale'], 0.0, 1.0).sum(-1)
+    np.testing.assert_allclose(terms.kl_objects['what'], z_pres * kl_what, rtol=1e-4, atol=1e-6)
     # Steps never sampled (m_i = 0) cost nothing; absent objects cost no continuous KL.
     assert np.all(np.asarray(terms.kl_pres)[active == 0] == 0)
-    assert np.all(np.asarray(terms.kl_where)[z_pres == 0] == 0)
-    assert np.all(np.asarray(terms.kl_what)[z_pres == 0] == 0)
+    assert np.all(np.asarray(terms.kl_objects['where'])[z_pres == 0] == 0)
+    assert np.all(np.asarray(terms.kl_objects['what'])[z_pres == 0] == 0)
     assert np.all(np.asarray(terms.kl_pres)[active == 1] > 0)
 
   def test_elbo(self, case):
     _, _, terms = case
-    expected = terms.log_likelihood - (terms.kl_pres + terms.kl_where + terms.kl_what).sum(-1)
+    expected = terms.log_likelihood - (terms.kl_pres + terms.kl_objects['where'] + terms.kl_objects['what']).sum(-1)
     np.testing.assert_allclose(terms.elbo, expected, rtol=1e-6)
 
   def test_learning_signal_credit_assignment(self, case):
     out, _, terms = case
     ll = np.asarray(terms.log_likelihood, np.float64)
-    kl_pres, kl_where, kl_what = (np.asarray(t, np.float64) for t in terms[1:4])
+    kl_pres, kl_where, kl_what = (np.asarray(t, np.float64) for t in (
+        terms.kl_pres, terms.kl_objects['where'], terms.kl_objects['what']))
     b, n = kl_pres.shape
     expected = np.zeros((b, n))
     for k in range(b):
@@ -158,7 +168,7 @@ class TestElboTerms:
   def test_learning_signal_has_no_gradient(self):
     out, images = hand_output(1)
     def total_signal(canvas):
-      return objectives.elbo_terms(out._replace(canvas=canvas), images, **PRIOR).learning_signal.sum()
+      return terms_of(out._replace(canvas=canvas), images).learning_signal.sum()
     np.testing.assert_array_equal(jax.grad(total_signal)(out.canvas), 0.0)
 
 

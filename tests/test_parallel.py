@@ -4,6 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from air_jax import loss as loss_lib
+from air_jax import objectives
+from air_jax import steps
 from air_jax import checkpoints
 from air_jax import parallel
 from air_jax import train
@@ -35,8 +38,8 @@ def test_sharded_step_equals_single_device_step(meshes, config, scene_batch):
   key = jax.random.key(3)
   results = []
   for mesh in meshes:
-    state = train.create_train_state(config, jax.random.key(0), mesh)
-    step = train.make_train_step(config, mesh)
+    state = steps.create_train_state(config, jax.random.key(0), mesh)
+    step = steps.make_train_step(config, mesh)
     batch = parallel.put_batch({'image': images, 'count': counts}, mesh)
     for _ in range(2):
       state, metrics = step(state, batch['image'], batch['count'], key)
@@ -55,15 +58,15 @@ def test_sharded_gradients_equal_single_device_gradients(meshes, config, scene_b
   """Same loss and gradients: the compiler's all-reduce sums exactly what one device would."""
   images, _ = batch_of(scene_batch)
   images = images.astype(np.float32) / 255
-  params = jax.jit(lambda k: train.init_state(config, k))(jax.random.key(0)).params
-  stats = train.objectives.SignalStats.zeros(config.model.max_steps)
-  grad_fn = jax.grad(train.make_loss_fn(config), has_aux=True)
+  params = jax.jit(lambda k: steps.init_state(config, k))(jax.random.key(0)).params
+  stats = objectives.SignalStats.zeros(config.model.max_steps)
+  grad_fn = jax.grad(loss_lib.make_loss_fn(config), has_aux=True)
   outputs = []
   for mesh in meshes:
     data, same = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     fn = jax.jit(grad_fn, in_shardings=(same, same, data, same, same))
     grads, aux = fn(params, stats, images, jax.random.key(5), np.float32(1e-4))
-    outputs.append(jax.device_get((grads, aux['terms'].elbo, aux['out'].z_where)))
+    outputs.append(jax.device_get((grads, aux['terms'].elbo, aux['out'].objects['z_where'])))
   (grads_1, elbo_1, where_1), (grads_4, elbo_4, where_4) = outputs
   np.testing.assert_allclose(elbo_1, elbo_4, rtol=1e-5)
   # Samples do not depend on the device count: the same noise (a different draw would differ by
@@ -76,10 +79,10 @@ def test_sharded_gradients_equal_single_device_gradients(meshes, config, scene_b
 
 def test_state_stays_replicated_and_step_compiles_once(meshes, config, scene_batch):
   mesh = meshes[1]
-  state = train.create_train_state(config, jax.random.key(0), mesh)
+  state = steps.create_train_state(config, jax.random.key(0), mesh)
   for leaf in jax.tree.leaves(state):
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
-  step = train.make_train_step(config, mesh)
+  step = steps.make_train_step(config, mesh)
   for offset in range(3):  # different images and counts each call
     images, counts = scene_batch['image'][offset:offset + 8], scene_batch['count'][offset:offset + 8]
     batch = parallel.put_batch({'image': images, 'count': counts}, mesh)
@@ -100,16 +103,16 @@ def test_batch_must_divide_over_devices(meshes):
 def test_checkpoint_moves_between_meshes(tmp_path, meshes, config, scene_batch, save_on, restore_on):
   images, counts = batch_of(scene_batch)
   mesh = meshes[save_on]
-  state = train.create_train_state(config, jax.random.key(0), mesh)
+  state = steps.create_train_state(config, jax.random.key(0), mesh)
   batch = parallel.put_batch({'image': images, 'count': counts}, mesh)
-  state, _ = train.make_train_step(config, mesh)(state, batch['image'], batch['count'], jax.random.key(1))
+  state, _ = steps.make_train_step(config, mesh)(state, batch['image'], batch['count'], jax.random.key(1))
   saved = jax.device_get(state)
   writer = checkpoints.Checkpointer(tmp_path)
   writer.save(1, state)
   writer.close()
 
   target_mesh = meshes[restore_on]
-  target = train.create_train_state(config, jax.random.key(9), target_mesh)
+  target = steps.create_train_state(config, jax.random.key(9), target_mesh)
   restored = checkpoints.Checkpointer(tmp_path).restore(target)
   assert int(restored.step) == 1
   assert_trees_close(saved, restored, rtol=0, atol=0)

@@ -1,8 +1,5 @@
 """Reliability: non-finite steps are skipped, SIGKILL + restart resumes exactly, checkpoints that
 cannot be used fail clearly, and bad launcher input ends with one line and writes nothing."""
-import json
-import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -10,10 +7,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from air_jax.configs import checks
+from air_jax import evaluation
+from air_jax import steps
 from air_jax import checkpoints
 from air_jax import metrics as metrics_lib
 from air_jax import train
@@ -33,7 +32,7 @@ def run_train(workdir, mnist_dir, *extra, **popen):
 # ---- non-finite steps ------------------------------------------------------------------------------
 
 def test_nonfinite_step_changes_nothing_but_counters(init_smoke, scene_batch):
-  step = train.make_train_step(helpers.smoke_config(''))
+  step = steps.make_train_step(helpers.smoke_config(''))
   images, counts = scene_batch['image'][:8], scene_batch['count'][:8]
   clean = jax.device_get(init_smoke(jax.random.key(0)))  # host copy: the step donates its input
   params = jax.tree.map(np.copy, clean.params)
@@ -66,7 +65,7 @@ def test_run_stops_after_nonfinite_steps_in_a_row(tmp_path, mnist_dir):
   assert 'latest checkpoint (step 2)' in str(error.value)
   assert any('skipped so far' in line for line in lines)
   saved = helpers.restore_train_state(tmp_path / 'w', config)
-  fresh = jax.device_get(jax.jit(lambda: train.init_state(config, jax.random.split(jax.random.key(config.seed), 3)[0]))())
+  fresh = jax.device_get(jax.jit(lambda: steps.init_state(config, jax.random.split(jax.random.key(config.seed), 3)[0]))())
   jax.tree.map(np.testing.assert_array_equal, saved.params, fresh.params)
   assert int(saved.step) == 2 and int(saved.nonfinite_steps) == 2
 
@@ -139,7 +138,7 @@ def test_corrupt_checkpoint_names_itself(saved_run):
   (workdir / 'checkpoints' / '2' / 'default' / '_METADATA').write_text('{not json')
   with pytest.raises(checkpoints.CheckpointError, match=r'checkpoints/2 cannot be read'):
     checkpoints.Checkpointer(workdir, create=False).restore(
-        jax.eval_shape(lambda: train.init_state(config, jax.random.key(0))), step=2)
+        jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0))), step=2)
 
 
 def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
@@ -150,8 +149,8 @@ def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
                      match=r'does not fit this model.*params/model/image_bias: stored \(64,\), expected \(128,\)'):
     helpers.restore_train_state(workdir, other)
   with pytest.raises(checkpoints.CheckpointError, match=r'does not fit this model.*image_kernel: stored \(2500, 64\)'):
-    train.restore_model_params(workdir, other)  # the params-only restore used by inference
-  assert train.restore_model_params(workdir, config)['image_kernel'].shape == (2500, 64)
+    evaluation.restore_model_params(workdir, other)  # the params-only restore used by inference
+  assert evaluation.restore_model_params(workdir, config)['image_kernel'].shape == (2500, 64)
 
 
 def test_resume_with_another_config_is_refused_and_writes_nothing(saved_run):
@@ -164,17 +163,17 @@ def test_resume_with_another_config_is_refused_and_writes_nothing(saved_run):
     train.train_and_evaluate(other, str(workdir), log=lambda s: None)
   assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == files
   # Settings that only change how long or how often are allowed.
-  assert train.config_differences(config, config.copy_and_resolve_references()) == []
+  assert checks.config_differences(config, config.copy_and_resolve_references()) == []
   longer = config.copy_and_resolve_references()
   longer.num_train_steps, longer.eval_every_steps = 100, 7
-  assert train.config_differences(config, longer) == []
+  assert checks.config_differences(config, longer) == []
   # A setting added to the library after the run was saved counts as its default value.
   older = config.copy_and_resolve_references()
   del older['ema_decay']  # as in a run saved before config.ema_decay existed
-  assert train.config_differences(older, config) == []
+  assert checks.config_differences(older, config) == []
   averaging = config.copy_and_resolve_references()
   averaging.ema_decay = 0.999
-  assert train.config_differences(older, averaging) == ['ema_decay: 0.0 -> 0.999']
+  assert checks.config_differences(older, averaging) == ['ema_decay: 0.0 -> 0.999']
 
 
 # ---- bad launcher input: one line, exit 1, nothing written -----------------------------------------------

@@ -7,13 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from air_jax import model as model_lib
+from air_jax import scenes
 from tests import helpers
 
 
 def encoder_inputs(config, images, key):
   """(AIROutput, per-step encoder input [N, B, H, W]) of one sampled forward pass."""
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
   params = air.init({'params': jax.random.key(0), 'sample': key}, images)['params']
   out, state = air.apply({'params': params}, images, rngs={'sample': key}, mutable=['intermediates'])
   (inputs,) = state['intermediates']['step']['encoder_input']
@@ -36,7 +36,7 @@ def test_dair_input_is_image_minus_canvas_so_far():
   images = hand_built_images()
   out, inputs = encoder_inputs(config, images, jax.random.key(4))
   assert inputs.shape == (config.model.max_steps,) + images.shape
-  drawn = np.cumsum(np.asarray(out.z_pres)[:, :, None, None] * np.asarray(out.objects), axis=1)
+  drawn = np.cumsum(np.asarray(out.z_pres)[:, :, None, None] * np.asarray(out.objects['image']), axis=1)
   for i in range(config.model.max_steps):
     canvas_before = drawn[:, i - 1] if i else np.zeros_like(images)
     np.testing.assert_allclose(inputs[i], images - canvas_before, atol=1e-6)

@@ -11,9 +11,13 @@ import numpy as np
 import optax
 import pytest
 
+from air_jax import scenes
+from air_jax.configs import checks
+from air_jax import evaluation
+from air_jax import loss as loss_lib
+from air_jax import steps
 from air_jax import checkpoints
 from air_jax import metrics as metrics_lib
-from air_jax import model as model_lib
 from air_jax import objectives
 from air_jax import parallel
 from air_jax import train
@@ -31,7 +35,7 @@ def traced_step():
     return real_jit(chex.assert_max_traces(fun, n=1), **kwargs)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(jax, 'jit', counting_jit)
-    step = train.make_train_step(helpers.smoke_config(''))
+    step = steps.make_train_step(helpers.smoke_config(''))
   chex.clear_trace_counter()
   return step
 
@@ -110,8 +114,8 @@ def test_training_learns_to_count():
   config.objective.z_pres_prior_anneal_steps = 3000
   images, counts = squares(64, (0, 1), 24, seed=0)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  train_step, eval_step = train.make_train_step(config, mesh), train.make_eval_step(config, mesh)
-  init = parallel.replicated_init(lambda key: train.init_state(config, key), mesh)  # as the step's output
+  train_step, eval_step = steps.make_train_step(config, mesh), steps.make_eval_step(config, mesh)
+  init = parallel.replicated_init(lambda key: steps.init_state(config, key), mesh)  # as the step's output
   accuracies = []
   for seed in range(3):
     state, rng = init(jax.random.key(seed)), np.random.default_rng(seed)
@@ -128,10 +132,10 @@ def test_training_learns_to_count():
 def test_z_pres_prior_anneal():
   objective = helpers.smoke_config('').objective
   objective.z_pres_prior_anneal_steps = 0
-  np.testing.assert_allclose(train.z_pres_prior_at(jnp.int32(5), objective), objective.z_pres_prior,
+  np.testing.assert_allclose(steps.z_pres_prior_at(jnp.int32(5), objective), objective.z_pres_prior,
                              rtol=1e-6)
   objective.z_pres_prior_start, objective.z_pres_prior, objective.z_pres_prior_anneal_steps = 0.5, 0.005, 10
-  values = [float(train.z_pres_prior_at(jnp.int32(t), objective)) for t in (0, 5, 10, 20)]
+  values = [float(steps.z_pres_prior_at(jnp.int32(t), objective)) for t in (0, 5, 10, 20)]
   np.testing.assert_allclose(values, [0.5, 0.05, 0.005, 0.005], rtol=1e-5)
 
 
@@ -149,10 +153,10 @@ def test_clip_in_step_matches_optax_clip_by_global_norm(gradient_scale):
   reference = optax.multi_transform({
       'model': optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(config.learning_rate)),
       'baseline': optax.adam(config.baseline_learning_rate)}, labels)
-  optimizer = train.make_optimizer(config)
+  optimizer = steps.make_optimizer(config)
   state, reference_state = optimizer.init(params), reference.init(params)
   assert jax.tree.structure(state) == jax.tree.structure(reference_state)
-  clipped = dict(grads, model=train.clip_by_norm(grads['model'], optax.tree.norm(grads['model']),
+  clipped = dict(grads, model=steps.clip_by_norm(grads['model'], optax.tree.norm(grads['model']),
                                                  config.grad_clip_norm))
   for _ in range(2):
     updates, state = optimizer.update(clipped, state, params)
@@ -168,21 +172,20 @@ def test_eval_step_elbo_is_elbo_terms_of_the_same_sample(init_smoke, scene_batch
   params = init_smoke(jax.random.key(0)).params['model']
   images, _ = batch(scene_batch, 1)
   key = jax.random.key(3)
-  result = jax.device_get(train.make_eval_step(config)(params, images, key))
-  air = model_lib.AIR(config.model)
+  result = jax.device_get(steps.make_eval_step(config)(params, images, key))
+  air = scenes.air_for(config)
   x = jnp.asarray(images, jnp.float32) / 255.0
   sample = jax.jit(lambda p: air.apply({'params': p}, x, rngs={'sample': key}))(params)
   obj = config.objective
+  kls = scenes.scene_of(config).object_kls(sample)
   terms = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
-                                z_pres_prior=obj.z_pres_prior, z_where_prior_loc=obj.z_where_prior_loc,
-                                z_where_prior_scale=obj.z_where_prior_scale)
+                                z_pres_prior=obj.z_pres_prior, object_kls=kls)
   np.testing.assert_allclose(result['elbo'], terms.elbo, rtol=1e-5, atol=1e-3)
   # Another key's sample, or the annealing's initial prior, gives another ELBO.
-  other = jax.device_get(train.make_eval_step(config)(params, images, jax.random.key(4)))
+  other = jax.device_get(steps.make_eval_step(config)(params, images, jax.random.key(4)))
   assert np.abs(other['elbo'] - result['elbo']).max() > 1.0
   start = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
-                                z_pres_prior=obj.z_pres_prior_start, z_where_prior_loc=obj.z_where_prior_loc,
-                                z_where_prior_scale=obj.z_where_prior_scale)
+                                z_pres_prior=obj.z_pres_prior_start, object_kls=kls)
   assert np.abs(np.asarray(start.elbo) - result['elbo']).max() > 1.0
 
 
@@ -200,17 +203,17 @@ def test_train_step_clips_only_the_model_gradients(traced_step, init_smoke, scen
   before = jax.device_get(state)
   t = int(before.step)
   x = jnp.asarray(images, jnp.float32) / 255.0
-  loss_and_grad = jax.jit(jax.value_and_grad(train.make_loss_fn(config), has_aux=True))
+  loss_and_grad = jax.jit(jax.value_and_grad(loss_lib.make_loss_fn(config), has_aux=True))
   grads = loss_and_grad(before.params, before.signal_stats, x, jax.random.fold_in(root, t),
-                        train.z_pres_prior_at(jnp.int32(t), config.objective))[1]
+                        steps.z_pres_prior_at(jnp.int32(t), config.objective))[1]
   norms = {name: float(optax.tree.norm(g)) for name, g in grads.items()}
   assert norms['model'] > 2 * config.grad_clip_norm, norms  # the clip bites
   labels = {name: jax.tree.map(lambda _, n=name: n, tree) for name, tree in before.params.items()}
   clipped = optax.multi_transform({
       'model': optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(config.learning_rate)),
       'baseline': optax.adam(config.baseline_learning_rate)}, labels)
-  unclipped = train.make_optimizer(config)  # identity where the clip would be
-  joint = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), train.make_optimizer(config))
+  unclipped = steps.make_optimizer(config)  # identity where the clip would be
+  joint = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), steps.make_optimizer(config))
 
   def reference(optimizer, opt_state):
     return optax.apply_updates(before.params, optimizer.update(grads, opt_state, before.params)[0])
@@ -226,8 +229,8 @@ def test_train_step_clips_only_the_model_gradients(traced_step, init_smoke, scen
 
 
 def test_to_unit_interval():
-  np.testing.assert_allclose(train.to_unit_interval(jnp.array([0, 51, 255], jnp.uint8)), [0, 0.2, 1])
-  np.testing.assert_allclose(train.to_unit_interval(jnp.array([0.25])), [0.25])
+  np.testing.assert_allclose(steps.to_unit_interval(jnp.array([0, 51, 255], jnp.uint8)), [0, 0.2, 1])
+  np.testing.assert_allclose(steps.to_unit_interval(jnp.array([0.25])), [0.25])
 
 
 def test_evaluate_pads_and_counts():
@@ -241,7 +244,7 @@ def test_evaluate_pads_and_counts():
   images = np.zeros((10, 4, 4), np.uint8)
   images[[1, 4, 9]] = 1
   source = multi_mnist.InMemory(dict(image=images, count=np.array([0, 1, 0, 0, 2, 0, 0, 0, 0, 1], np.int32)))
-  result = train.evaluate(fake_eval_step, None, source, 4, jax.random.key(0), max_count=2)
+  result = evaluation.evaluate(fake_eval_step, None, source, 4, jax.random.key(0), max_count=2)
   assert seen_shapes == [(4, 4, 4)] * 3
   assert result['count_accuracy'] == pytest.approx(0.9)
   assert result['elbo'] == pytest.approx(-(4 * 1 + 4 * 2 + 2 * 3) / 10)
@@ -309,7 +312,7 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
   state = init_smoke(init_key)
   restored = checkpoints.Checkpointer(workdir).restore(jax.eval_shape(lambda: state))
   assert int(restored.step) == 6
-  train_source, _ = train.make_sources(config, log=lambda s: None)
+  train_source, _ = scenes.scene_of(config).sources(log=lambda s: None)
   batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed)
   for _ in range(6):
     b = next(batches)
@@ -358,13 +361,13 @@ def test_validate_config_rejects(field, value, name):
     node = node[parent]
   node[leaf] = value
   with pytest.raises(ValueError, match=name):
-    train.validate_config(config)
+    checks.validate_config(config)
 
 
 def test_validate_config_accepts_smoke_and_default():
   from air_jax.configs import default  # pylint: disable=g-import-not-at-top
-  train.validate_config(helpers.smoke_config(''))
-  train.validate_config(default.get_config())
+  checks.validate_config(helpers.smoke_config(''))
+  checks.validate_config(default.get_config())
 
 
 def test_workdir_is_a_file(tmp_path, mnist_dir):

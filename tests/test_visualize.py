@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from air_jax import scenes
+from air_jax import pictures
 from air_jax import glimpse
 from air_jax import infer
-from air_jax import model as model_lib
 from air_jax import visualize
 from tests import helpers
 
@@ -56,14 +57,14 @@ def test_z_where_for_gives_the_boxes_asked_for():
 def test_boxes_drawn_where_the_latents_say(scale):
   image, z_where, z_pres = hand_built()
   boxes = np.asarray(glimpse.boxes(z_where, (CANVAS, CANVAS)))
-  rgb = visualize.to_rgb(image, scale)
+  rgb = pictures.to_rgb(image, scale)
   assert rgb.shape == (CANVAS * scale, CANVAS * scale, 3) and rgb.dtype == np.uint8
-  drawn = visualize.draw_boxes(rgb, boxes, z_pres, scale)
+  drawn = pictures.draw_boxes(rgb, boxes, z_pres, scale)
   shape = drawn.shape[:2]
   for step, (top, left) in enumerate([(5, 5), (25, 30)]):
     expected = outline_mask(shape, top * scale, left * scale, (top + 20) * scale - 1, (left + 20) * scale - 1)
-    np.testing.assert_array_equal(np.all(drawn == visualize.colour(step), axis=-1), expected)
-  assert not np.any(np.all(drawn == visualize.colour(2), axis=-1))  # absent: not drawn
+    np.testing.assert_array_equal(np.all(drawn == pictures.colour(step), axis=-1), expected)
+  assert not np.any(np.all(drawn == pictures.colour(2), axis=-1))  # absent: not drawn
   untouched = ~np.any(drawn != rgb, axis=-1)
   assert untouched.sum() == shape[0] * shape[1] - 2 * outline_mask(shape, 0, 0, 20 * scale - 1, 20 * scale - 1).sum()
   # The pixels keep the image's grey where no box passes.
@@ -73,8 +74,8 @@ def test_boxes_drawn_where_the_latents_say(scale):
 
 def test_a_box_over_the_edge_is_drawn_open():
   boxes = np.array([[-5.0, 40.0, 20.0, 20.0]])  # rows -5..14, columns 40..59 on a 50x50 canvas
-  drawn = visualize.draw_boxes(visualize.to_rgb(np.zeros((CANVAS, CANVAS))), boxes, np.array([1.0]))
-  on = np.all(drawn == visualize.colour(0), axis=-1)
+  drawn = pictures.draw_boxes(pictures.to_rgb(np.zeros((CANVAS, CANVAS))), boxes, np.array([1.0]))
+  on = np.all(drawn == pictures.colour(0), axis=-1)
   expected = np.zeros_like(on)
   expected[14, 40:] = True   # bottom side
   expected[:15, 40] = True   # left side; the top and right sides lie outside
@@ -90,43 +91,43 @@ def test_grid_layout_and_cells():
   rng = np.random.default_rng(0)
   glimpses, patches = rng.uniform(size=(2, 3, 8, 8)), rng.uniform(size=(2, 3, 10, 10))
   scale = 2
-  picture = visualize.grid(images, canvas, z_pres, boxes, glimpses, patches, true_counts=[2, 1], scale=scale)
+  picture = pictures.grid(images, canvas, z_pres, boxes, glimpses, patches, true_counts=[2, 1], scale=scale)
   cell = (CANVAS * scale, CANVAS * scale)
-  titles = visualize.column_titles(3, True, True)
+  titles = pictures.column_titles(3, True, True)
   assert titles == ['input', 'reconstruction', 'glimpse 1', 'patch 1', 'glimpse 2', 'patch 2',
                     'glimpse 3', 'patch 3']
-  assert picture.shape == visualize.grid_shape(2, 8, cell) + (3,) and picture.dtype == np.uint8
+  assert picture.shape == pictures.grid_shape(2, 8, cell) + (3,) and picture.dtype == np.uint8
 
   def at(row, column):
-    y, x = visualize.cell_position(row, column, cell)
+    y, x = pictures.cell_position(row, column, cell)
     return picture[y:y + cell[0], x:x + cell[1]]
 
   for row, present in ((0, [1, 1, 0]), (1, [1, 0, 0])):
-    np.testing.assert_array_equal(at(row, 0), visualize.draw_boxes(visualize.to_rgb(images[row], scale),
+    np.testing.assert_array_equal(at(row, 0), pictures.draw_boxes(pictures.to_rgb(images[row], scale),
                                                                    boxes[row], present, scale))
-    np.testing.assert_array_equal(at(row, 1), visualize.draw_boxes(visualize.to_rgb(canvas[row], scale),
+    np.testing.assert_array_equal(at(row, 1), pictures.draw_boxes(pictures.to_rgb(canvas[row], scale),
                                                                    boxes[row], present, scale))
     for step in range(3):
       for k, stack in enumerate((glimpses, patches)):
         got = at(row, 2 + 2 * step + k)
         if present[step]:
-          assert tuple(got[0, 0]) == tuple(got[-1, -1]) == visualize.colour(step)  # framed
-          inner = visualize.FRAME
+          assert tuple(got[0, 0]) == tuple(got[-1, -1]) == pictures.colour(step)  # framed
+          inner = pictures.FRAME
           idx = np.arange(cell[0]) * stack.shape[-1] // cell[0]
-          expected = visualize.to_rgb(stack[row, step][idx[:, None], idx[None, :]])
+          expected = pictures.to_rgb(stack[row, step][idx[:, None], idx[None, :]])
           np.testing.assert_array_equal(got[inner:-inner, inner:-inner], expected[inner:-inner, inner:-inner])
         else:
-          assert np.all(got == visualize.BACKGROUND)  # absent steps: blank
+          assert np.all(got == pictures.BACKGROUND)  # absent steps: blank
   # Captions and titles: text between the cells, nowhere inside them.
-  y, _ = visualize.cell_position(0, 0, cell)
-  assert np.any(picture[:y - visualize.TEXT] != visualize.BACKGROUND)  # column titles
-  assert np.any(picture[y - visualize.TEXT:y] != visualize.BACKGROUND)  # row 0's count
+  y, _ = pictures.cell_position(0, 0, cell)
+  assert np.any(picture[:y - pictures.TEXT] != pictures.BACKGROUND)  # column titles
+  assert np.any(picture[y - pictures.TEXT:y] != pictures.BACKGROUND)  # row 0's count
 
 
 def test_save_png_round_trips(tmp_path):
   from PIL import Image
   picture = np.random.default_rng(1).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
-  visualize.save_png(picture, tmp_path / 'p.png')
+  pictures.save_png(picture, tmp_path / 'p.png')
   with Image.open(tmp_path / 'p.png') as image:
     assert image.format == 'PNG'
     np.testing.assert_array_equal(np.asarray(image), picture)
@@ -138,35 +139,35 @@ def smoke_model():
   config.model.z_pres_logit_bias = 20.0  # every step present: glimpses and patches are all drawn
   images = np.zeros((3, CANVAS, CANVAS), np.float32)
   images[:, 10:30, 12:32] = 0.8
-  air = model_lib.AIR(config.model)
+  air = scenes.air_for(config)
   params = jax.jit(lambda x: air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, x))(images)
   return config, params['params'], images
 
 
 def test_model_glimpses_and_patches_match_the_forward_pass(smoke_model):
   config, params, images = smoke_model
-  latents = visualize.Pictures(config).latents(params, images)
-  out = jax.jit(lambda p, x: model_lib.AIR(config.model).apply({'params': p}, x, use_mode=True))(params, images)
+  latents = pictures.Pictures(config).latents(params, images)
+  out = jax.jit(lambda p, x: scenes.air_for(config).apply({'params': p}, x, use_mode=True))(params, images)
   steps, g, p = config.model.max_steps, config.model.glimpse_size, config.model.patch_size
   assert latents['glimpses'].shape == (3, steps, g, g) and latents['patches'].shape == (3, steps, p, p)
   np.testing.assert_allclose(latents['canvas'], out.canvas, atol=1e-5)
-  np.testing.assert_allclose(latents['boxes'], glimpse.boxes(out.z_where, (CANVAS, CANVAS)), atol=1e-4)
+  np.testing.assert_allclose(latents['boxes'], glimpse.boxes(out.objects['z_where'], (CANVAS, CANVAS)), atol=1e-4)
   read = jax.jit(glimpse.read, static_argnums=2)
   write = jax.jit(glimpse.write, static_argnums=2)
   for i in range(steps):
-    np.testing.assert_allclose(latents['glimpses'][:, i], read(images, out.z_where[:, i], (g, g)), atol=1e-5)
+    np.testing.assert_allclose(latents['glimpses'][:, i], read(images, out.objects['z_where'][:, i], (g, g)), atol=1e-5)
     # The patch is what the decoder drew: written into its window it is the step's object.
-    np.testing.assert_allclose(write(latents['patches'][:, i], out.z_where[:, i], (CANVAS, CANVAS)),
-                               out.objects[:, i], atol=1e-5)
+    np.testing.assert_allclose(write(latents['patches'][:, i], out.objects['z_where'][:, i], (CANVAS, CANVAS)),
+                               out.objects['image'][:, i], atol=1e-5)
 
 
 def test_pictures_of_a_model(smoke_model):
   config, params, images = smoke_model
-  picture = visualize.Pictures(config, scale=1)(params, (images * 255).astype(np.uint8), true_counts=[1, 1, 1])
+  picture = pictures.Pictures(config, scale=1)(params, (images * 255).astype(np.uint8), true_counts=[1, 1, 1])
   columns = 2 + 2 * config.model.max_steps
-  assert picture.shape == visualize.grid_shape(3, columns, (CANVAS, CANVAS)) + (3,)
-  y, x = visualize.cell_position(0, 2, (CANVAS, CANVAS))
-  assert tuple(picture[y, x]) == visualize.colour(0)  # step 1 present: its glimpse is framed
+  assert picture.shape == pictures.grid_shape(3, columns, (CANVAS, CANVAS)) + (3,)
+  y, x = pictures.cell_position(0, 2, (CANVAS, CANVAS))
+  assert tuple(picture[y, x]) == pictures.colour(0)  # step 1 present: its glimpse is framed
 
 
 def read_events(folder):
@@ -190,8 +191,8 @@ def test_training_writes_a_picture_at_every_evaluation(smoke_run):
   images = {e.step: v.image for e in read_events(workdir / 'tensorboard') for v in e.summary.value
             if v.tag == 'eval/pictures'}
   assert sorted(images) == [2, 4]  # evaluations at steps 2 and 4
-  rows = min(visualize.SUMMARY_IMAGES, config.data.num_eval)
-  shape = visualize.grid_shape(rows, 2 + 2 * config.model.max_steps, (2 * CANVAS, 2 * CANVAS))
+  rows = min(pictures.SUMMARY_IMAGES, config.data.num_eval)
+  shape = pictures.grid_shape(rows, 2 + 2 * config.model.max_steps, (2 * CANVAS, 2 * CANVAS))
   for image in images.values():
     assert (image.height, image.width) == shape
     with Image.open(io.BytesIO(image.encoded_image_string)) as png:
@@ -207,10 +208,10 @@ def test_render_from_an_image_folder(smoke_run, scene_batch, tmp_path):
     Image.fromarray(scene_batch['image'][k]).save(folder / f'{k}.png')
   picture = visualize.render(workdir, tmp_path / 'out.png', folder, num_images=2, start=1, scale=1)
   columns = 2 + 2 * smoke_run[3].model.max_steps
-  assert picture.shape == visualize.grid_shape(2, columns, (CANVAS, CANVAS)) + (3,)
+  assert picture.shape == pictures.grid_shape(2, columns, (CANVAS, CANVAS)) + (3,)
   with Image.open(tmp_path / 'out.png') as png:
     np.testing.assert_array_equal(np.asarray(png.convert('RGB')), picture)
-  y, x = visualize.cell_position(0, 0, (CANVAS, CANVAS))
+  y, x = pictures.cell_position(0, 0, (CANVAS, CANVAS))
   cell = picture[y:y + CANVAS, x:x + CANVAS]  # row 0 is image 1 (--start=1), boxes drawn in colour
   grey = (cell[..., 0] == cell[..., 1]) & (cell[..., 1] == cell[..., 2])
   assert grey.mean() > 0.8
@@ -234,7 +235,7 @@ def test_cli_on_held_out_scenes(smoke_run, tmp_path):
   assert process.returncode == 0, process.stderr
   assert 'wrote' in process.stdout
   columns = 2 + 2 * smoke_run[3].model.max_steps
-  height, width = visualize.grid_shape(3, columns, (2 * CANVAS, 2 * CANVAS))
+  height, width = pictures.grid_shape(3, columns, (2 * CANVAS, 2 * CANVAS))
   with Image.open(tmp_path / 'g.png') as png:
     assert png.size == (width, height)
   bad = subprocess.run([sys.executable, '-m', 'air_jax.visualize', f'--workdir={tmp_path / "nope"}',

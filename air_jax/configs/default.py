@@ -8,6 +8,7 @@ import ml_collections
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.scene_kind = 'multi_mnist'  # what a scene is (air_jax.scenes); 3D: configs/shapes_3d.py
   config.seed = 0  # root PRNG key of the run; per step key = fold_in(root, step)
 
   config.data = ml_collections.ConfigDict(dict(

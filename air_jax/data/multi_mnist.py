@@ -104,6 +104,9 @@ class MultiMNIST:
   def __getitems__(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
     return stack_examples([self[i] for i in indices])
 
+  def cache_name(self, split: str) -> str:
+    return cache_name(self, split)
+
 
 def stack_examples(examples) -> Dict[str, np.ndarray]:
   """List of per-example dicts -> dict of stacked arrays."""
@@ -130,14 +133,15 @@ class InMemory:
     return {k: v[indices] for k, v in self.arrays.items()}
 
 
-def materialise(source, progress=None) -> InMemory:
-  """Composes every example of a source once and keeps them in memory."""
-  examples = []
-  for i in range(len(source)):
-    examples.append(source[i])
+def materialise(source, progress=None, chunk: int = 256) -> InMemory:
+  """Composes (or renders) every example of a source once, `chunk` at a time through its
+  __getitems__, and keeps them in memory."""
+  chunks = []
+  for start in range(0, len(source), chunk):
+    chunks.append(source.__getitems__(range(start, min(start + chunk, len(source)))))
     if progress is not None:
-      progress(i + 1, len(source))
-  return InMemory(stack_examples(examples))
+      progress(start + len(chunks[-1]['image']), len(source))
+  return InMemory({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
 
 
 def cache_name(scenes: MultiMNIST, split: str) -> str:
@@ -148,9 +152,10 @@ def cache_name(scenes: MultiMNIST, split: str) -> str:
           f'_digits{scenes.digits_digest}.npz')
 
 
-def materialise_cached(scenes: MultiMNIST, cache_dir, split: str, progress=None) -> InMemory:
-  """materialise(scenes), read from / written to <cache_dir>/<cache_name> (atomic write)."""
-  path = pathlib.Path(cache_dir) / cache_name(scenes, split)
+def materialise_cached(scenes, cache_dir, split: str, progress=None) -> InMemory:
+  """materialise(scenes), read from / written to <cache_dir>/<scenes.cache_name(split)> (atomic
+  write); scenes: any random-access source with a cache_name (MultiMNIST, Shapes3D)."""
+  path = pathlib.Path(cache_dir) / scenes.cache_name(split)
   if path.exists():
     with np.load(path) as f:
       return InMemory({k: f[k] for k in f.keys()})

@@ -18,8 +18,14 @@ It carries:
   (x, y on the floor);
 - `theta` float32 in [0, 2 pi).
 """
+import atexit
+import concurrent.futures
 import dataclasses
+import functools
 import os
+import queue
+import threading
+import time
 from typing import Dict, Sequence
 
 import numpy as np
@@ -27,6 +33,7 @@ import numpy as np
 SHAPES = ('cube', 'sphere', 'cylinder')  # identity k = index
 PARKED = 50.0  # x of a body that is not in the scene: far outside the camera's view
 MAX_PLACEMENT_TRIES = 1000
+SCENE_VERSION = 1  # bump when the world's rendering or sampling changes: names the cached files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +79,10 @@ def _geom(shape: str, size: float, grey: float) -> str:
   return f'<geom type="cylinder" size="{size} {size}" euler="90 0 0" rgba="{rgba}"/>'
 
 
-def world_xml(world: World) -> str:
-  """MJCF of the world: floor, light, camera 'eye', a mocap body per (slot j, shape k) 'o{j}_{k}'."""
+def world_xml(world: World, slots: int | None = None) -> str:
+  """MJCF of the world: floor, light, camera 'eye', a mocap body per (slot j, shape k) 'o{j}_{k}'
+  for slots j < `slots` (default: world.max_objects)."""
+  slots = world.max_objects if slots is None else slots
   elevation = np.deg2rad(world.camera_elevation_deg)
   back, up = world.camera_distance * np.cos(elevation), world.camera_distance * np.sin(elevation)
   # The camera at (0, -back, up) looks at the origin: its x axis is world x, its y axis is
@@ -82,7 +91,7 @@ def world_xml(world: World) -> str:
   bodies = '\n'.join(
       f'<body name="o{j}_{k}" mocap="true" pos="{PARKED} 0 {world.object_size}">'
       f'{_geom(shape, world.object_size, world.object_grey)}</body>'
-      for j in range(world.max_objects) for k, shape in enumerate(SHAPES))
+      for j in range(slots) for k, shape in enumerate(SHAPES))
   floor = world.floor_grey
   return f"""<mujoco model="shapes_3d">
   <visual><headlight ambient="0.25 0.25 0.25" diffuse="0 0 0" specular="0 0 0"/>
@@ -95,6 +104,30 @@ def world_xml(world: World) -> str:
     {bodies}
   </worldbody>
 </mujoco>"""
+
+
+def project(world: World, points: np.ndarray) -> np.ndarray:
+  """World points [..., 3] -> (row, column) [..., 2] in image pixels of the camera 'eye'."""
+  elevation = np.deg2rad(world.camera_elevation_deg)
+  back, up = world.camera_distance * np.cos(elevation), world.camera_distance * np.sin(elevation)
+  relative = np.asarray(points, np.float64) - np.array([0.0, -back, up])
+  x_axis, y_axis = np.array([1.0, 0, 0]), np.array([0.0, np.sin(elevation), np.cos(elevation)])
+  z_axis = np.cross(x_axis, y_axis)  # points back, out of the image
+  depth = -(relative @ z_axis)
+  focal = 0.5 * world.image_size / np.tan(np.deg2rad(world.camera_fovy_deg) / 2)
+  centre = 0.5 * world.image_size
+  return np.stack([centre - focal * (relative @ y_axis) / depth, centre + focal * (relative @ x_axis) / depth], -1)
+
+
+def object_boxes(world: World, position: np.ndarray) -> np.ndarray:
+  """Image boxes (top, left, height, width) [..., 4] around objects at positions [..., 2]: the
+  projection of the cube of side 2 object_size standing there."""
+  size = world.object_size
+  corners = np.array([[dx, dy, dz] for dx in (-size, size) for dy in (-size, size) for dz in (0, 2 * size)])
+  points = np.concatenate([np.asarray(position)[..., None, :], np.zeros(np.shape(position)[:-1] + (1, 1))], -1)
+  pixels = project(world, points + corners)  # [..., 8, 2]
+  low, high = pixels.min(-2), pixels.max(-2)
+  return np.concatenate([low, high - low], -1)
 
 
 class RendererUnavailableError(RuntimeError):
@@ -120,13 +153,15 @@ def _import_mujoco():
 class SceneRenderer:
   """render(shape [M] int, position [M, 2], theta [M], count) -> float32 [H, W] in [0, 1].
 
-  One MjModel and one offscreen renderer; not thread-safe (use one per thread)."""
+  One MjModel with `slots` object slots (default world.max_objects) and one offscreen renderer;
+  not thread-safe (use one per thread)."""
 
-  def __init__(self, world: World):
+  def __init__(self, world: World, slots: int | None = None):
     world.check()
     mujoco = _import_mujoco()
     self.world, self._mujoco = world, mujoco
-    self.model = mujoco.MjModel.from_xml_string(world_xml(world))
+    self.slots = world.max_objects if slots is None else int(slots)
+    self.model = mujoco.MjModel.from_xml_string(world_xml(world, self.slots))
     self.data = mujoco.MjData(self.model)
     try:
       self.renderer = mujoco.Renderer(self.model, world.image_size, world.image_size)
@@ -135,14 +170,21 @@ class SceneRenderer:
           f'MuJoCo could not open an offscreen OpenGL context (MUJOCO_GL={os.environ.get("MUJOCO_GL")!r}): '
           f'{" ".join(str(e).split())}; {GL_HINT}') from e
     self._body = np.array([[self.model.body(f'o{j}_{k}').mocapid[0] for k in range(len(SHAPES))]
-                           for j in range(world.max_objects)])
+                           for j in range(self.slots)])
 
   def render(self, shape: np.ndarray, position: np.ndarray, theta: np.ndarray, count: int) -> np.ndarray:
+    """The scene of objects 0 .. count - 1."""
+    return self.render_present(shape, position, theta, np.arange(len(shape)) < count)
+
+  def render_present(self, shape, position, theta, present) -> np.ndarray:
+    """The scene of the objects j with present[j] (other slots' shape, position, theta unused)."""
     data, size = self.data, self.world.object_size
     data.mocap_pos[:] = (PARKED, 0.0, size)
     data.mocap_quat[:] = (1.0, 0.0, 0.0, 0.0)
-    for j in range(int(count)):
-      body = self._body[j, int(shape[j])]
+    position = np.nan_to_num(np.asarray(position, np.float64), nan=PARKED, posinf=PARKED, neginf=-PARKED)
+    theta = np.nan_to_num(np.asarray(theta, np.float64))
+    for j in np.flatnonzero(np.asarray(present) > 0.5):
+      body = self._body[j, int(np.clip(shape[j], 0, len(SHAPES) - 1))]
       data.mocap_pos[body] = (position[j, 0], position[j, 1], size)
       half = 0.5 * float(theta[j])
       data.mocap_quat[body] = (np.cos(half), 0.0, 0.0, np.sin(half))  # about the vertical axis
@@ -153,6 +195,80 @@ class SceneRenderer:
 
   def close(self) -> None:
     self.renderer.close()
+
+
+class RenderPool:
+  """pool(shape int [M, K], pose float [M, K, 3] = (x, y, theta), present [M, K]) -> float32
+  [M, H, W]: M scenes of up to K = slots objects, split over `threads` worker threads, each with
+  its own SceneRenderer (an OpenGL context belongs to the thread that made it: a worker makes,
+  uses and frees its renderer itself; MuJoCo releases the GIL while it renders). The host side of
+  the 3D scene kind's renderer (air_jax.black_box.make_render). Use `shared_pool`."""
+
+  def __init__(self, world: World, slots: int, threads: int = 2):
+    if threads < 1:
+      raise ValueError(f'render threads must be >= 1, got {threads}')
+    self.world, self.slots, self.threads = world, int(slots), int(threads)
+    self.renders, self.seconds = 0, 0.0  # scenes rendered so far and the wall time it took
+    self._queues = [queue.SimpleQueue() for _ in range(self.threads)]
+    started = [concurrent.futures.Future() for _ in range(self.threads)]
+    self._workers = [threading.Thread(target=self._work, args=(q, f), daemon=True)
+                     for q, f in zip(self._queues, started)]
+    for worker in self._workers:
+      worker.start()
+    atexit.register(self.close)
+    for future in started:
+      future.result()  # a renderer that cannot start raises RendererUnavailableError here
+
+  def _work(self, jobs: queue.SimpleQueue, started: concurrent.futures.Future) -> None:
+    try:
+      renderer = SceneRenderer(self.world, self.slots)
+    except BaseException as e:  # pylint: disable=broad-except
+      started.set_exception(e)
+      return
+    started.set_result(None)
+    while (job := jobs.get()) is not None:
+      rows, shape, pose, present, out, done = job
+      try:
+        for m in rows:
+          out[m] = renderer.render_present(shape[m], pose[m, :, :2], pose[m, :, 2], present[m])
+        done.set_result(None)
+      except BaseException as e:  # pylint: disable=broad-except
+        done.set_exception(e)
+    renderer.close()
+
+  def __call__(self, shape, pose, present) -> np.ndarray:
+    shape, pose, present = np.asarray(shape), np.asarray(pose, np.float64), np.asarray(present)
+    if shape.shape[1] > self.slots:
+      raise ValueError(f'scenes of {shape.shape[1]} objects, the renderer has {self.slots} slots')
+    size = self.world.image_size
+    out = np.empty((len(shape), size, size), np.float32)
+    start = time.perf_counter()
+    futures = []
+    for jobs, rows in zip(self._queues, np.array_split(np.arange(len(shape)), self.threads)):
+      if len(rows):
+        futures.append(concurrent.futures.Future())
+        jobs.put((rows, shape, pose, present, out, futures[-1]))
+    for future in futures:
+      future.result()
+    self.renders += len(shape)
+    self.seconds += time.perf_counter() - start
+    return out
+
+  def close(self) -> None:
+    """Stops the workers; each frees its renderer in its own thread."""
+    for jobs in self._queues:
+      jobs.put(None)
+    for worker in self._workers:
+      worker.join()
+    self._queues, self._workers = [], []
+
+
+@functools.lru_cache(maxsize=None)
+def shared_pool(world: World, slots: int, threads: int) -> RenderPool:
+  """One RenderPool per (world, slots, threads) for the process: every model, step and source of
+  one world renders through the same few OpenGL contexts (they are process resources: freeing one
+  from another thread, as garbage collection would, crashes the process)."""
+  return RenderPool(world, slots, threads)
 
 
 def sample_layout(rng: np.random.Generator, world: World) -> Dict[str, np.ndarray]:
@@ -185,7 +301,6 @@ class Shapes3D:
     if num_examples <= 0:
       raise ValueError(f'num_examples must be positive, got {num_examples}')
     self.world, self.num_examples, self.seed = world, int(num_examples), int(seed)
-    self._renderer = None
 
   def __len__(self) -> int:
     return self.num_examples
@@ -196,12 +311,19 @@ class Shapes3D:
     return sample_layout(np.random.default_rng([self.seed, int(index)]), self.world)
 
   def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
-    if self._renderer is None:
-      self._renderer = SceneRenderer(self.world)
-    scene = self.layout(index)
-    image = self._renderer.render(scene['shape'], scene['position'], scene['theta'], scene['count'])
-    return dict(image=np.round(image * 255).astype(np.uint8), **scene)
+    return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
   def __getitems__(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
-    examples = [self[int(i)] for i in indices]
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    """The scenes at indices, rendered together (shared_pool of the world, 2 threads)."""
+    layouts = [self.layout(int(i)) for i in indices]
+    layout = {k: np.stack([scene[k] for scene in layouts]) for k in layouts[0]}
+    pose = np.concatenate([layout['position'], layout['theta'][..., None]], -1)
+    present = np.arange(self.world.max_objects) < layout['count'][:, None]
+    images = shared_pool(self.world, self.world.max_objects, 2)(layout['shape'], pose, present)
+    return dict(image=np.round(images * 255).astype(np.uint8), **layout)
+
+  def cache_name(self, split: str) -> str:
+    """File name that pins down every example (the world, its counts, the number and the seed)."""
+    import hashlib  # pylint: disable=g-import-not-at-top
+    world = hashlib.sha1(repr(dataclasses.astuple(self.world)).encode()).hexdigest()[:10]
+    return f'shapes_3d_v{SCENE_VERSION}_{split}_n{self.num_examples}_seed{self.seed}_world{world}.npz'

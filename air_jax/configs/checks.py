@@ -1,0 +1,82 @@
+"""Checks of a run's config: validity, and whether a workdir's checkpoints may be resumed with it."""
+import json
+import pathlib
+from typing import Any, Dict
+
+import ml_collections
+
+from air_jax import metrics as metrics_lib
+from air_jax import model as model_lib
+from air_jax import scenes
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first invalid setting."""
+  positive = ['batch_size', 'eval_batch_size', 'num_train_steps', 'log_every_steps',
+              'eval_every_steps', 'checkpoint_every_steps', 'learning_rate', 'baseline_learning_rate',
+              'max_nonfinite_in_a_row']
+  for name in positive:
+    if not config[name] > 0:
+      raise ValueError(f'config.{name} must be positive, got {config[name]}')
+  for name in ('max_steps', 'lstm_size'):
+    if not config.model[name] > 0:
+      raise ValueError(f'config.model.{name} must be positive, got {config.model[name]}')
+  model_lib.check_options(config.model)
+  scenes.scene_of(config).check()
+  objective = config.objective
+  for name in ('z_pres_prior', 'z_pres_prior_start'):
+    if not 0 < objective[name] < 1:
+      raise ValueError(f'config.objective.{name} must be in (0, 1), got {objective[name]}')
+  if not objective.likelihood_scale > 0:
+    raise ValueError(f'config.objective.likelihood_scale must be positive, got {objective.likelihood_scale}')
+  if not 0 <= config.ema_decay < 1:
+    raise ValueError(f'config.ema_decay must be in [0, 1) (0: no parameter average), got {config.ema_decay}')
+  if not 0 <= objective.signal_decay < 1:
+    raise ValueError(f'config.objective.signal_decay must be in [0, 1), got {objective.signal_decay}')
+  for counts in ('train_counts', 'eval_counts'):
+    if not config.data[counts] or min(config.data[counts]) < 0:
+      raise ValueError(f'config.data.{counts} must be a non-empty set of counts >= 0, got {config.data[counts]}')
+    if max(config.data[counts]) > config.model.max_steps:
+      raise ValueError(f'config.data.{counts}={tuple(config.data[counts])} has more objects than '
+                       f'config.model.max_steps={config.model.max_steps} steps can represent')
+
+
+# Settings a run may change when it resumes; any other difference from the saved config is an error.
+RESUMABLE_SETTINGS = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+                      'max_checkpoints', 'max_nonfinite_in_a_row', 'eval_batch_size', 'data.data_dir',
+                      'data.num_eval')
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{name}.'))
+    else:
+      flat[f'{prefix}{name}'] = value
+  return flat
+
+
+def config_differences(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> list:
+  """'name: saved -> new' for every setting (outside RESUMABLE_SETTINGS) that differs. A setting
+  the saved config lacks (added to the library after that run started) counts as its default."""
+  old = {**_flatten(json.loads(scenes.default_config(saved.get('scene_kind', 'multi_mnist')).to_json_best_effort())),
+         **_flatten(json.loads(saved.to_json_best_effort()))}
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  return [f'{name}: {old.get(name, "(unset)")} -> {new.get(name, "(unset)")}'
+          for name in sorted(set(old) | set(new))
+          if name not in RESUMABLE_SETTINGS and old.get(name) != new.get(name)]
+
+
+def check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError when workdir holds checkpoints of a run with another config."""
+  checkpoint_dir = workdir / 'checkpoints'
+  if not (checkpoint_dir.is_dir() and any(p.name.isdigit() for p in checkpoint_dir.iterdir())):
+    return
+  if not (workdir / 'config.json').is_file():
+    raise ValueError(f'workdir {workdir} has checkpoints but no config.json: cannot tell whether they '
+                     'fit this config; use a new workdir')
+  differences = config_differences(metrics_lib.load_config(workdir), config)
+  if differences:
+    raise ValueError(f'workdir {workdir} holds a run with another config ({"; ".join(differences[:5])}'
+                     f'{"; ..." if len(differences) > 5 else ""}): resume it with its own config or use a new workdir')

@@ -1,0 +1,57 @@
+"""The training loss of every scene kind: the negative ELBO plus the surrogate whose gradient is the
+REINFORCE / NVIL term for the discrete latents, and the baseline's regression loss.
+
+See air_jax.objectives for the estimator's math. The discrete decisions of step i are z_pres_i and,
+when the step is present, the scene kind's discrete object latents d_i (3D: the shape identity):
+    log q(discrete_i) = log Bern(z_pres_i; q_i) + z_i log q(d_i),
+scored with the same per-step advantage a_i (the signal of step i's decisions is the same l_i).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from air_jax import model as model_lib
+from air_jax import modules
+from air_jax import objectives
+from air_jax import scenes
+
+
+def build_models(config: ml_collections.ConfigDict):
+  """(AIR of the config's scene kind, NVIL baseline)."""
+  return (scenes.air_for(config),
+          modules.Baseline(config.model.baseline_hidden, dtype=model_lib.matmul_dtype(config.model)))
+
+
+def elbo_terms_for(config: ml_collections.ConfigDict, out, images, prior) -> objectives.ELBOTerms:
+  """objectives.elbo_terms with the config's likelihood scale and the scene kind's object KLs."""
+  return objectives.elbo_terms(out, images, likelihood_scale=config.objective.likelihood_scale,
+                               z_pres_prior=prior, object_kls=scenes.scene_of(config).object_kls(out))
+
+
+def make_loss_fn(config: ml_collections.ConfigDict):
+  """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior) -> (loss, aux).
+
+  loss = mean over images of (surrogate - ELBO) + baseline regression loss: its gradient is the
+  ELBO gradient estimate for the model and the baseline's squared-error gradient for the baseline."""
+  air, baseline_net = build_models(config)
+  scene = air.scene
+
+  def loss_fn(params, stats, images, key, prior):
+    out = air.apply({'params': params['model']}, images, rngs={'sample': key})
+    terms = elbo_terms_for(config, out, images, prior)
+    updated = stats.update(terms.learning_signal, out.active, config.objective.signal_decay)
+    # Centre and scale with the statistics of earlier batches (this batch's only at the start).
+    stats_for_signal = jax.tree.map(lambda old, new: jnp.where(stats.weight > 0, old, new), stats, updated)
+    target, scale = objectives.normalised_signal(terms.learning_signal, stats_for_signal)
+    baseline = baseline_net.apply({'params': params['baseline']}, out.image_features, out.hidden)
+    advantage = scale * (target - baseline)  # in nats, like the pathwise terms
+    discrete_log_prob = (objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)
+                         + out.z_pres * scene.discrete_log_prob(out))
+    surrogate = objectives.reinforce_surrogate(discrete_log_prob, advantage, out.active)
+    baseline_loss = (out.active * jnp.square(target - baseline)).sum(-1).mean()
+    loss = (surrogate - terms.elbo).mean() + baseline_loss
+    aux = dict(out=out, terms=terms, stats=updated, baseline_loss=baseline_loss,
+               advantage=advantage)
+    return loss, aux
+
+  return loss_fn

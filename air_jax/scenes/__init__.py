@@ -1,0 +1,70 @@
+"""Scene kinds: what a kind of scene brings to the one AIR core, objective, train loop and tools.
+
+AIR's recurrent core (air_jax.model), its objective (air_jax.objectives, air_jax.loss), the train
+loop (air_jax.train), checkpoints, evaluation and the command-line tools are the same for every
+scene. A scene kind (`config.scene_kind`) brings what differs: the latents of one object, how they
+are inferred from the LSTM state, how objects are drawn, and its data. Its object, built from the
+whole config, offers:
+
+    image_shape                       (H, W) of its images
+    feedback_size                     size of the per-step latent vector the LSTM reads next step
+    predict(h) -> (logit, head)       z_pres logit [B] and the object head's outputs, from h [B, L]
+    sample(head, images, key_fn) -> (objects, feedback)   object latents {name: [B, ...]}; key_fn
+                                      None: q's modes, else a function returning fresh keys
+    empty_canvas(images), draw(canvas, objects, z_pres), canvas_image(canvas)
+                                      the canvas carried between steps (DAIR reads canvas_image)
+    render(canvas, objects [B, N, ...], z_pres [B, N], key_fn) -> [B, H, W]   the likelihood's mean
+    object_kls(out) -> {name: [B, N]}  per-step KL of each object latent (unmasked)
+    discrete_log_prob(out) -> [B, N]  log q of the step's sampled discrete object latents (REINFORCE)
+    check()                           raises ValueError naming a bad scene setting
+    sources(log) -> (train, eval)     random-access sources of {'image' uint8, 'count', ...}
+    pictures(scale) -> Pictures       picture(params, images, true counts) -> uint8 RGB grid
+
+predict, sample and draw run inside the core's step module: the submodules they create are the
+step's. Kinds: 'multi_mnist' (2D, scenes.multi_mnist) and 'shapes_3d' (scenes.shapes_3d).
+"""
+import importlib
+
+import ml_collections
+
+KINDS = {'multi_mnist': 'air_jax.scenes.multi_mnist', 'shapes_3d': 'air_jax.scenes.shapes_3d'}
+CONFIGS = {'multi_mnist': 'air_jax.configs.default', 'shapes_3d': 'air_jax.configs.shapes_3d'}
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in KINDS:
+    raise ValueError(f'config.scene_kind must be one of {tuple(KINDS)}, got {kind!r}')
+
+
+def scene_of(config: ml_collections.ConfigDict):
+  """The scene kind object of a config (config.scene_kind)."""
+  _check_kind(config.scene_kind)
+  return importlib.import_module(KINDS[config.scene_kind]).Scene(config)
+
+
+def air_for(config: ml_collections.ConfigDict):
+  """The AIR model (air_jax.model.AIR) of a config: its core options and its scene kind."""
+  from air_jax import model  # pylint: disable=g-import-not-at-top
+  return model.AIR(config.model, scene_of(config))
+
+
+def default_config(kind: str) -> ml_collections.ConfigDict:
+  """The default config of a scene kind: every option's default lives there."""
+  _check_kind(kind)
+  return importlib.import_module(CONFIGS[kind]).get_config()
+
+
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of config plus every option it lacks (a run saved before the option existed), at the
+  default of its scene kind (a config without scene_kind is a 'multi_mnist' one)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+
+  def add_missing(into, defaults):
+    for name, value in defaults.items():
+      if name not in into:
+        into[name] = value
+      elif isinstance(value, ml_collections.ConfigDict) and isinstance(into[name], ml_collections.ConfigDict):
+        add_missing(into[name], value)
+
+  add_missing(config, default_config(config.get('scene_kind', 'multi_mnist')))
+  return config

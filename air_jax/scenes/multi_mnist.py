@@ -1,0 +1,140 @@
+"""The 2D scene kind: Multi-MNIST digits, each explained by a window and a learned appearance code.
+
+Per step (after the core's z_pres_i):
+    z_where_i ~ N(loc, scale)   (s, x, y): a window of side 0.1 + 0.9 sigmoid(s) centred at (x, y)
+    z_what_i  ~ N(loc, scale)   of the glimpse read through the window at z_where_i
+    object_i  = write(decode(z_what_i), z_where_i)
+    canvas   += z_pres_i * object_i                       (composition 'sum')
+    canvas   += z_pres_i * object_i * (1 - canvas)         (composition 'union')
+'union' makes canvas = 1 - prod_i (1 - z_pres_i object_i), the ink of the union of the objects,
+close to how Multi-MNIST composes digits (pixelwise max of near-binary digits): two half-strength
+copies of one digit no longer add up to it. Both latents are continuous (reparameterised); priors
+p(z_where) = N(objective.z_where_prior_loc, objective.z_where_prior_scale), p(z_what) = N(0, I).
+"""
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from air_jax import glimpse
+from air_jax import metrics as metrics_lib
+from air_jax import model as model_lib
+from air_jax import modules
+from air_jax import objectives
+
+COMPOSITIONS = ('sum', 'union')
+
+
+class Scene:
+  """Multi-MNIST: objects {z_where_loc, z_where_scale, z_where [.., 3], z_what_loc, z_what_scale,
+  z_what [.., D], image [.., H, W] (the decoded object on the canvas, before z_pres)}."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model, self.objective, self.data = config.model, config.objective, config.data
+    self.image_shape = (config.data.canvas_size, config.data.canvas_size)
+    self.feedback_size = 3 + config.model.z_what_size
+
+  def check(self) -> None:
+    model = self.model
+    for name in ('z_what_size', 'glimpse_size', 'patch_size'):
+      if not model[name] > 0:
+        raise ValueError(f'config.model.{name} must be positive, got {model[name]}')
+    if model.composition not in COMPOSITIONS:
+      raise ValueError(f'config.model.composition must be one of {COMPOSITIONS}, got {model.composition!r}')
+
+  # --- inside the core's step ---
+  def predict(self, h):
+    logit, where_loc, where_scale = modules.PresWhereHead(
+        self.model.predictor_hidden, self.model.z_pres_logit_bias, dtype=model_lib.matmul_dtype(self.model),
+        logit_bound=self.model.z_pres_logit_bound, name='pres_where')(h)
+    return logit, (where_loc, where_scale)
+
+  def sample(self, head, images, key_fn):
+    cfg, dtype = self.model, model_lib.matmul_dtype(self.model)
+    where_loc, where_scale = head
+    z_where = where_loc if key_fn is None else where_loc + where_scale * jax.random.normal(key_fn(), where_loc.shape)
+    glimpses = glimpse.read(images, z_where, (cfg.glimpse_size, cfg.glimpse_size))
+    what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size, dtype=dtype,
+                                                 name='object_encoder')(glimpses)
+    z_what = what_loc if key_fn is None else what_loc + what_scale * jax.random.normal(key_fn(), what_loc.shape)
+    patches = self.decoder(name='object_decoder')(z_what)
+    objects = dict(z_where_loc=where_loc, z_where_scale=where_scale, z_where=z_where,
+                   z_what_loc=what_loc, z_what_scale=what_scale, z_what=z_what,
+                   image=glimpse.write(patches, z_where, images.shape[1:]))
+    return objects, jnp.concatenate([z_where, z_what], axis=-1)
+
+  def decoder(self, name=None) -> modules.ObjectDecoder:
+    cfg = self.model
+    return modules.ObjectDecoder(cfg.decoder_hidden, cfg.patch_size, cfg.decoder_bias,
+                                 dtype=model_lib.matmul_dtype(cfg), name=name)
+
+  def empty_canvas(self, images):
+    return jnp.zeros_like(images)
+
+  def draw(self, canvas, objects, z_pres):
+    drawn = z_pres[:, None, None] * objects['image']
+    if self.model.composition == 'union':  # 1 - (1 - canvas)(1 - drawn); all in [0, 1]
+      return canvas + drawn * (1.0 - canvas)
+    return canvas + drawn
+
+  def canvas_image(self, canvas):
+    return canvas
+
+  def render(self, canvas, objects, z_pres, key_fn):
+    return canvas  # the steps drew it
+
+  # --- the objective ---
+  def object_kls(self, out):
+    objects, objective = out.objects, self.objective
+    where_loc = jnp.asarray(objective.z_where_prior_loc, jnp.float32)
+    where_scale = jnp.asarray(objective.z_where_prior_scale, jnp.float32)
+    return dict(
+        where=objectives.normal_kl(objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale).sum(-1),
+        what=objectives.normal_kl(objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0).sum(-1))
+
+  def discrete_log_prob(self, out):
+    return jnp.zeros_like(out.z_pres)  # no discrete object latents
+
+  def summary(self, objects):
+    """What evaluation and inference report of q's modes: z_where [B, N, 3], boxes [B, N, 4] (the
+    windows in pixels, glimpse.boxes) and z_what [B, N, D]."""
+    return dict(z_where=objects['z_where'], boxes=glimpse.boxes(objects['z_where'], self.image_shape),
+                z_what=objects['z_what'])
+
+  # --- data and pictures ---
+  def scenes(self, split: str):
+    """The unmaterialised scenes of 'train' (MNIST train digits) or 'test' (test digits: held out)."""
+    from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
+    from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+    data = self.data
+    digits = mnist_lib.load_mnist(data.data_dir or None)
+    counts, num, seed = ((data.train_counts, data.num_train, data.train_seed) if split == 'train'
+                         else (data.eval_counts, data.num_eval, data.eval_seed))
+    return multi_mnist.MultiMNIST(*digits.split(split), counts=counts, num_examples=num, seed=seed,
+                                  canvas_size=data.canvas_size)
+
+  def eval_source(self):
+    return self.scenes('test')
+
+  def sources(self, log=print):
+    """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits,
+    composed once and cached under <data_dir>/scenes."""
+    from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
+    from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+    cache_dir = pathlib.Path(self.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
+    sources = []
+    for split in ('train', 'test'):
+      scenes = self.scenes(split)
+      num, counts = scenes.num_examples, scenes.counts
+      start = time.time()
+      progress = metrics_lib.ProgressPrinter(f'composing {split} scenes', log)
+      sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
+      log(f'{num} {split} scenes (counts {tuple(counts)}) ready in {time.time() - start:.1f}s')
+    return tuple(sources)
+
+  def pictures(self, scale: int = 2):
+    from air_jax import pictures  # pylint: disable=g-import-not-at-top
+    return pictures.Pictures(self.config, scale)

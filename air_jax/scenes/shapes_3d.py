@@ -1,0 +1,300 @@
+"""The 3D scene kind: objects of K shapes on a floor, rendered by MuJoCo, inferred by AIR.
+
+The generative model is fully specified; only the inference network is learned. Per object:
+    identity ~ Uniform(K)                          (cube, sphere, lying cylinder)
+    pose = (x, y, u0, u1) ~ N(0, diag(s^2, s^2, 1, 1)),   theta = atan2(u1, u0)
+    image ~ N(render(identities, positions, thetas), sigma^2 I)     (MuJoCo, no learned parameters)
+Rotation as a 2-vector u: theta = atan2(u1, u0) is uniform on the circle when u ~ N(0, I), a
+Gaussian q(u) and its KL to N(0, I) are closed form, and nothing jumps at 2 pi (a Gaussian on theta
+itself would need a wrapped density for its KL, and a sample near 2 pi and one near 0 would be far
+apart though the same rotation). q(u) can put its mass anywhere on the circle, and several modes of
+a symmetric shape's rotation (a cube's 4, a cylinder's 2) are all reachable.
+
+Per step (after the core's z_pres_i), from the LSTM state h_i:
+    q(identity_i) = Cat(softmax(l_i)), sampled: a discrete latent, REINFORCE with the same NVIL
+                    baseline and credit assignment as z_pres (air_jax.loss)
+    q(pose_i) = N(loc_i, scale_i), reparameterised; d log p(x | z) / d pose by finite differences
+                    of the renderer (air_jax.black_box: central differences or SPSA)
+DAIR: the canvas of step i is the render of the objects of steps < i (no gradient flows through it).
+"""
+import functools
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from air_jax import black_box
+from air_jax import metrics as metrics_lib
+from air_jax import model as model_lib
+from air_jax import modules
+from air_jax import objectives
+from air_jax.data import shapes_3d
+
+POSE_SIZE = 4  # x, y, u0, u1
+SHAPES = shapes_3d.SHAPES
+
+
+class ObjectHead(nn.Module):
+  """h [B, L] -> q(z_pres) logit [B], q(identity) logits [B, K], q(pose) loc and scale [B, 4].
+  The logit is bounded like modules.PresWhereHead's."""
+  hidden: int
+  num_shapes: int
+  z_pres_logit_bias: float
+  logit_bound: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h):
+    out = modules.MLP([self.hidden, 1 + self.num_shapes + 2 * POSE_SIZE], dtype=self.dtype)(h)
+    logit = out[:, 0] + self.z_pres_logit_bias
+    if self.logit_bound > 0:
+      logit = self.logit_bound * jnp.tanh(logit / self.logit_bound)
+    identity_logits = out[:, 1:1 + self.num_shapes]
+    loc, scale = modules.gaussian_params(out[:, 1 + self.num_shapes:])
+    return logit, identity_logits, loc, scale
+
+
+def renderer_pose(pose: jax.Array) -> jax.Array:
+  """(x, y, u0, u1) [..., 4] -> (x, y, theta = atan2(u1, u0)) [..., 3], what the renderer takes."""
+  return jnp.concatenate([pose[..., :2], jnp.arctan2(pose[..., 3], pose[..., 2])[..., None]], axis=-1)
+
+
+def world_of(data: ml_collections.ConfigDict, counts) -> shapes_3d.World:
+  world = dict(data.world)
+  world['light_direction'] = tuple(world['light_direction'])
+  return shapes_3d.World(counts=tuple(counts), **world)
+
+
+class Scene:
+  """Shapes 3D: objects {identity_logits [.., K], identity [..] int32, pose_loc, pose_scale,
+  pose [.., 4] = (x, y, u0, u1)}."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model, self.objective, self.data = config.model, config.objective, config.data
+    self.world = world_of(config.data, config.data.train_counts)
+    self.num_shapes = len(shapes_3d.SHAPES)
+    self.image_shape = (self.world.image_size, self.world.image_size)
+    self.feedback_size = self.num_shapes + POSE_SIZE
+
+  def check(self) -> None:
+    self.world.check()
+    world_of(self.data, self.data.eval_counts).check()
+    objective = self.objective
+    if objective.gradient not in black_box.METHODS:
+      raise ValueError(f'config.objective.gradient must be one of {black_box.METHODS}, got {objective.gradient!r}')
+    for name in ('position_prior_scale', 'position_step', 'rotation_step', 'spsa_directions'):
+      if not objective[name] > 0:
+        raise ValueError(f'config.objective.{name} must be positive, got {objective[name]}')
+    if not self.data.render_threads >= 1:
+      raise ValueError(f'config.data.render_threads must be >= 1, got {self.data.render_threads}')
+
+  # --- the renderer ---
+  @property
+  def pool(self) -> shapes_3d.RenderPool:
+    """The host renderer (threads, each with its own MuJoCo context), started at first use."""
+    return shapes_3d.shared_pool(self.world, self.model.max_steps, self.data.render_threads)
+
+  @functools.cached_property
+  def _render(self):
+    objective = self.objective
+    steps = (objective.position_step, objective.position_step, objective.rotation_step)
+    return black_box.make_render(lambda *a: self.pool(*a), self.image_shape, method=objective.gradient,
+                                 steps=steps, num_directions=objective.spsa_directions)
+
+  def _render_plain(self, ids, poses, present):
+    """The render without a gradient (DAIR's canvas)."""
+    shape = jax.ShapeDtypeStruct((ids.shape[0],) + self.image_shape, jnp.float32)
+    args = jax.lax.stop_gradient((ids, poses, present))
+    return jax.pure_callback(lambda *a: self.pool(*a), shape, *args, vmap_method='sequential')
+
+  # --- inside the core's step ---
+  def predict(self, h):
+    cfg = self.model
+    logit, identity_logits, loc, scale = ObjectHead(
+        cfg.predictor_hidden, self.num_shapes, cfg.z_pres_logit_bias, cfg.z_pres_logit_bound,
+        dtype=model_lib.matmul_dtype(cfg), name='object_head')(h)
+    return logit, (identity_logits, loc, scale)
+
+  def sample(self, head, images, key_fn):
+    identity_logits, loc, scale = head
+    if key_fn is None:
+      identity, pose = jnp.argmax(identity_logits, -1), loc
+    else:
+      identity = jax.random.categorical(key_fn(), identity_logits)
+      pose = loc + scale * jax.random.normal(key_fn(), loc.shape)
+    identity = identity.astype(jnp.int32)
+    objects = dict(identity_logits=identity_logits, identity=identity, pose_loc=loc, pose_scale=scale,
+                   pose=pose)
+    return objects, jnp.concatenate([jax.nn.one_hot(identity, self.num_shapes), pose], axis=-1)
+
+  def empty_canvas(self, images):
+    batch, steps = images.shape[0], self.model.max_steps
+    return dict(ids=jnp.zeros((batch, steps), jnp.int32), poses=jnp.zeros((batch, steps, 3)),
+                present=jnp.zeros((batch, steps)), step=jnp.zeros((), jnp.int32),
+                image=jnp.zeros_like(images) + self.floor() if self.model.difference_input else jnp.zeros_like(images))
+
+  def floor(self) -> np.ndarray:
+    """The render of the empty floor [H, W] (DAIR's first canvas)."""
+    steps = self.model.max_steps
+    return self.pool(np.zeros((1, steps), np.int32), np.zeros((1, steps, 3)), np.zeros((1, steps)))[0]
+
+  def draw(self, canvas, objects, z_pres):
+    slot = jnp.arange(self.model.max_steps) == canvas['step']
+    put = lambda old, new: jnp.where(slot.reshape((1, -1) + (1,) * (old.ndim - 2)), new[:, None], old)
+    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], renderer_pose(objects['pose'])),
+                  present=put(canvas['present'], z_pres), step=canvas['step'] + 1, image=canvas['image'])
+    if self.model.difference_input:
+      canvas['image'] = self._render_plain(canvas['ids'], canvas['poses'], canvas['present'])
+    return canvas
+
+  def canvas_image(self, canvas):
+    return canvas['image']
+
+  def render(self, canvas, objects, z_pres, key_fn):
+    self.pool  # pylint: disable=pointless-statement  (starts the renderer now: a failure raises here, not in a callback)
+    key = jax.random.key(0) if key_fn is None else key_fn()
+    return self._render(objects['identity'], renderer_pose(objects['pose']), z_pres, key)
+
+  # --- the objective ---
+  def object_kls(self, out):
+    objects, s = out.objects, self.objective.position_prior_scale
+    prior_scale = jnp.asarray([s, s, 1.0, 1.0], jnp.float32)
+    return dict(identity=objectives.categorical_kl_uniform(objects['identity_logits']),
+                pose=objectives.normal_kl(objects['pose_loc'], objects['pose_scale'], 0.0, prior_scale).sum(-1))
+
+  def discrete_log_prob(self, out):
+    return objectives.categorical_log_prob(out.objects['identity'], out.objects['identity_logits'])
+
+  def summary(self, objects):
+    """What evaluation and inference report of q's modes: identity [B, N] (shapes_3d.SHAPES
+    index), its probability [B, N, K], position [B, N, 2] and theta [B, N] in (-pi, pi]."""
+    pose = renderer_pose(objects['pose'])
+    return dict(identity=objects['identity'], identity_prob=jax.nn.softmax(objects['identity_logits']),
+                position=pose[..., :2], theta=pose[..., 2])
+
+  # --- data and pictures ---
+  def scenes(self, split: str) -> shapes_3d.Shapes3D:
+    data = self.data
+    counts, num, seed = ((data.train_counts, data.num_train, data.train_seed) if split == 'train'
+                         else (data.eval_counts, data.num_eval, data.eval_seed))
+    return shapes_3d.Shapes3D(world_of(data, counts), num_examples=num, seed=seed)
+
+  def eval_source(self):
+    return self.scenes('test')
+
+  def sources(self, log=print):
+    """(train, eval) rendered once and cached under <data_dir>/scenes; eval from another seed."""
+    import pathlib  # pylint: disable=g-import-not-at-top
+    from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
+    from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+    cache_dir = pathlib.Path(self.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
+    sources = []
+    for split in ('train', 'test'):
+      scenes = self.scenes(split)
+      start = time.time()
+      progress = metrics_lib.ProgressPrinter(f'rendering {split} scenes', log)
+      sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
+      log(f'{len(scenes)} {split} scenes (counts {scenes.world.counts}) ready in {time.time() - start:.1f}s')
+    return tuple(sources)
+
+  def pictures(self, scale: int = 2):
+    return Pictures(self.config, scale)
+
+
+class Pictures:
+  """pictures(model params, images [B, H, W], true_counts [B] or None) -> grid uint8 [h, w, 3]:
+  the input and the re-rendered reconstruction (q's modes), each present step's object boxed in its
+  step's colour, and its inferred shape in the caption (air_jax.pictures.grid)."""
+
+  def __init__(self, config, scale: int = 2):
+    from air_jax import scenes  # pylint: disable=g-import-not-at-top
+    self.scale, self.scene = scale, scenes.scene_of(config)
+    air = model_lib.AIR(config.model, self.scene)
+
+    def latents(params, images):
+      images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
+      out = air.apply({'params': params}, images, use_mode=True)
+      return dict(canvas=out.canvas, z_pres=out.z_pres, **self.scene.summary(out.objects))
+
+    self._latents = jax.jit(latents)
+
+  def latents(self, params, images):
+    return jax.device_get(self._latents(params, np.asarray(images)))
+
+  def __call__(self, params, images, true_counts=None) -> np.ndarray:
+    from air_jax import pictures  # pylint: disable=g-import-not-at-top
+    images = np.asarray(images)
+    out = self.latents(params, images)
+    boxes = shapes_3d.object_boxes(self.scene.world, out['position'])
+    labels = [[shapes_3d.SHAPES[k] for k in row] for row in out['identity']]
+    return pictures.grid(images, out['canvas'], out['z_pres'], boxes, true_counts=true_counts,
+                         scale=self.scale, step_labels=labels)
+
+
+# Rotational symmetry of each shape about the vertical axis (radians); a sphere's rotation is invisible.
+SYMMETRY = {'cube': np.pi / 2, 'sphere': None, 'cylinder': np.pi}
+
+
+def rotation_error(predicted: np.ndarray, true: np.ndarray, shape: np.ndarray) -> np.ndarray:
+  """|predicted - true| modulo the true shape's symmetry period (radians, in [0, period / 2]);
+  NaN for spheres. Arrays of one shape."""
+  period = np.array([np.nan if SYMMETRY[SHAPES[k]] is None else SYMMETRY[SHAPES[k]] for k in np.ravel(shape)])
+  period = period.reshape(np.shape(shape))
+  difference = np.mod(np.asarray(predicted, np.float64) - np.asarray(true, np.float64), period)
+  return np.minimum(difference, period - difference)
+
+
+def match_objects(predicted_position: np.ndarray, predicted_present: np.ndarray,
+                  true_position: np.ndarray, true_count: int):
+  """Pairs (predicted slot, true object) minimising the summed distance, over all assignments of
+  the fewer of the two to the more (at most 4 objects: exhaustive)."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  slots = np.flatnonzero(np.asarray(predicted_present) > 0.5)
+  truths = np.arange(int(true_count))
+  if not len(slots) or not len(truths):
+    return []
+  distance = np.linalg.norm(predicted_position[slots][:, None] - true_position[truths][None], axis=-1)
+  best, pairs = np.inf, []
+  if len(slots) <= len(truths):
+    for chosen in itertools.permutations(range(len(truths)), len(slots)):
+      total = distance[np.arange(len(slots)), chosen].sum()
+      if total < best:
+        best, pairs = total, [(slots[i], truths[j]) for i, j in enumerate(chosen)]
+  else:
+    for chosen in itertools.permutations(range(len(slots)), len(truths)):
+      total = distance[chosen, np.arange(len(truths))].sum()
+      if total < best:
+        best, pairs = total, [(slots[i], truths[j]) for j, i in enumerate(chosen)]
+  return pairs
+
+
+def scene_metrics(inferred: dict, truth: dict, render_error: np.ndarray | None = None) -> dict:
+  """Held-out 3D metrics of inferred latents (air_jax.infer's: count, identity, position, theta,
+  z_pres_prob) against the scenes' truth (count, shape, position, theta):
+    count_accuracy; over objects matched by position (match_objects): identity_accuracy,
+    position_error (mean distance, metres), rotation_error_deg (mean, modulo each shape's
+    symmetry, spheres left out; matched objects of the right shape only); matched share of the
+    true objects; re-render error (mean squared pixel error) if given."""
+  count = np.asarray(inferred['count'])
+  present = np.arange(inferred['identity'].shape[1])[None] < count[:, None]
+  same_shape, distances, rotations, matched = [], [], [], 0
+  for b in range(len(count)):
+    for slot, j in match_objects(inferred['position'][b], present[b], truth['position'][b], truth['count'][b]):
+      matched += 1
+      shape = int(truth['shape'][b, j])
+      same_shape.append(int(inferred['identity'][b, slot]) == shape)
+      distances.append(np.linalg.norm(inferred['position'][b, slot] - truth['position'][b, j]))
+      if same_shape[-1] and SYMMETRY[SHAPES[shape]] is not None:
+        rotations.append(float(rotation_error(inferred['theta'][b, slot], truth['theta'][b, j], np.array(shape))))
+  mean = lambda x: float(np.mean(x)) if len(x) else float('nan')
+  result = dict(count_accuracy=float((count == np.asarray(truth['count'])).mean()),
+                identity_accuracy=mean(same_shape), position_error=mean(distances),
+                rotation_error_deg=float(np.degrees(mean(rotations))),
+                matched_fraction=matched / max(1, int(np.sum(truth['count']))), objects=int(np.sum(truth['count'])))
+  if render_error is not None:
+    result['rerender_mse'] = float(np.mean(render_error))
+  return result

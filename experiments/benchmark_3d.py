@@ -1,0 +1,120 @@
+"""3D speed: MuJoCo renders/s (threads against processes) and the 3D train step (step time, renders
+per step, the share of the step spent rendering), central differences against SPSA, AIR and DAIR.
+
+    python experiments/benchmark_3d.py                 # batch 32, the shapes_3d config
+    python experiments/benchmark_3d.py --steps=5 --batch_size=8 --renders=200   # quick
+
+Renders: `--renders` random 0-3 object scenes rendered by a RenderPool of 1 and 2 threads, and by
+2 processes with a renderer each (multiprocessing, the images sent back through pipes).
+Steps: `--steps` train steps after one compiling step; render share = the RenderPool's wall time
+inside the steps / the steps' wall time.
+"""
+import multiprocessing
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+from air_jax import scenes
+from air_jax import steps as steps_lib
+from air_jax.configs import shapes_3d as shapes_3d_config
+from air_jax.data import shapes_3d
+
+_BATCH = flags.DEFINE_integer('batch_size', 32, 'Train batch.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed train steps per setting.')
+_RENDERS = flags.DEFINE_integer('renders', 1000, 'Scenes per renders/s measurement.')
+_SETTINGS = flags.DEFINE_list('settings', ['air:central', 'air:spsa', 'dair:central'],
+                              'model:gradient pairs to time.')
+
+
+def random_scenes(world, n, seed=0):
+  rng = np.random.default_rng(seed)
+  layouts = [shapes_3d.sample_layout(rng, world) for _ in range(n)]
+  shape = np.stack([l['shape'] for l in layouts])
+  pose = np.concatenate([np.stack([l['position'] for l in layouts]), np.stack([l['theta'] for l in layouts])[..., None]], -1)
+  present = np.arange(world.max_objects)[None] < np.array([l['count'] for l in layouts])[:, None]
+  return shape, pose, present
+
+
+def _process_render(args):
+  world, shape, pose, present = args
+  return shapes_3d.RenderPool(world, world.max_objects, 1)(shape, pose, present)
+
+
+def renders_per_second(world, n):
+  shape, pose, present = random_scenes(world, n)
+  rows = {}
+  for threads in (1, 2):
+    pool = shapes_3d.RenderPool(world, world.max_objects, threads)
+    pool(shape[:8], pose[:8], present[:8])  # warm up
+    start = time.perf_counter()
+    pool(shape, pose, present)
+    rows[f'{threads} thread(s)'] = n / (time.perf_counter() - start)
+    pool.close()
+  with multiprocessing.get_context('spawn').Pool(2) as processes:
+    processes.map(_process_render, [(world, shape[:4], pose[:4], present[:4])] * 2)  # start renderers
+    halves = np.array_split(np.arange(n), 2)
+    start = time.perf_counter()
+    processes.map(_process_render, [(world, shape[h], pose[h], present[h]) for h in halves])
+    # each call starts a renderer again: time that start alone and take it off
+    started = time.perf_counter()
+    processes.map(_process_render, [(world, shape[:1], pose[:1], present[:1])] * 2)
+    restart = time.perf_counter() - started
+    rows['2 processes'] = n / (started - start - restart)
+  return rows
+
+
+def time_steps(model: str, gradient: str, batch_size: int, num_steps: int):
+  config = shapes_3d_config.get_config()
+  config.model.difference_input = model == 'dair'
+  config.objective.gradient = gradient
+  config.batch_size = batch_size
+  scene = scenes.scene_of(config)
+  source = scene.scenes('train')
+  batch = source.__getitems__(range(batch_size))
+  state = steps_lib.init_state(config, jax.random.key(0))
+  train_step = steps_lib.make_train_step(config)
+  start = time.perf_counter()
+  state, metrics = train_step(state, batch['image'], batch['count'], jax.random.key(1))
+  jax.block_until_ready(metrics)
+  compile_seconds = time.perf_counter() - start
+  state, metrics = train_step(state, batch['image'], batch['count'], jax.random.key(1))  # state sharding settles
+  jax.block_until_ready(metrics)
+  pool = scene.pool
+  renders, render_seconds = pool.renders, pool.seconds
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    state, metrics = train_step(state, batch['image'], batch['count'], jax.random.key(1))
+  jax.block_until_ready(metrics)
+  seconds = (time.perf_counter() - start) / num_steps
+  return dict(step_seconds=seconds, compile_seconds=compile_seconds,
+              renders_per_step=(pool.renders - renders) / num_steps,
+              render_share=(pool.seconds - render_seconds) / num_steps / seconds,
+              mean_count=float(np.mean(batch['count'])))
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  world = shapes_3d.World()
+  print(f'MuJoCo renders/s at {world.image_size}x{world.image_size}, {_RENDERS.value} scenes of 0-3 objects, '
+        f'LP_NUM_THREADS={os.environ.get("LP_NUM_THREADS", "(unset)")}:')
+  for name, rate in renders_per_second(world, _RENDERS.value).items():
+    print(f'  {name:>14}: {rate:7.0f} renders/s')
+  print(f'train step, batch {_BATCH.value}, {jax.device_count()} device(s):')
+  for setting in _SETTINGS.value:
+    model, gradient = setting.split(':')
+    r = time_steps(model, gradient, _BATCH.value, _STEPS.value)
+    print(f'  {model:>4} {gradient:>7}: {r["step_seconds"]:.3f} s/step, {r["renders_per_step"]:.0f} renders/step, '
+          f'render share {r["render_share"]:.0%} (compile {r["compile_seconds"]:.0f}s; mean count {r["mean_count"]:.2f})')
+
+
+if __name__ == '__main__':
+  app.run(main)

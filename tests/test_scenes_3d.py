@@ -1,0 +1,125 @@
+"""The 3D scene kind end to end: the smoke config trains through the one train loop (checkpoints,
+evaluation, pictures), air_jax.infer reads its workdir, DAIR's canvas is the render of the steps
+before, and q's identity and pose are what the loss scores and renders."""
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from air_jax import infer
+from air_jax import scenes
+from air_jax import steps
+from air_jax import train
+from air_jax.configs import checks
+from air_jax.configs import shapes_3d as shapes_3d_config
+from air_jax.data import shapes_3d
+
+
+def smoke_config(data_dir, **model):
+  config = shapes_3d_config.get_config('smoke')
+  config.data.data_dir = str(data_dir)
+  config.model.update(model)
+  return config
+
+
+@pytest.fixture(scope='module')
+def run_3d(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp('shapes_3d_data')
+  workdir = tmp_path_factory.mktemp('shapes_3d_run') / 'work'
+  config = smoke_config(data_dir)
+  lines = []
+  result = train.train_and_evaluate(config, str(workdir), log=lines.append)
+  return workdir, result, lines, config
+
+
+def test_smoke_run_trains_evaluates_and_checkpoints(run_3d):
+  workdir, result, lines, config = run_3d
+  assert result['step'] == config.num_train_steps
+  assert 0.0 <= result['count_accuracy'] <= 1.0 and np.isfinite(result['elbo'])
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['2', '4']
+  assert any('identity' in line and 'pose' in line for line in lines), lines  # the 3D object KLs
+  cached = sorted(p.name for p in (pathlib.Path(config.data.data_dir) / 'scenes').iterdir())
+  assert len(cached) == 2 and all(name.startswith('shapes_3d_v') for name in cached), cached  # train, test
+
+
+def test_infer_reads_a_3d_workdir(run_3d, tmp_path):
+  """air_jax.infer on the 3D workdir returns what AIR.apply with q's modes gives."""
+  workdir, _, _, config = run_3d
+  scenes_ = scenes.scene_of(config).scenes('test').__getitems__(range(5))
+  np.savez(tmp_path / 'in.npz', images=scenes_['image'])
+  result = infer.run(workdir, tmp_path / 'in.npz', tmp_path / 'out.npz', batch_size=8)
+  config = infer.load_config(workdir)
+  params = infer.load_params(workdir, config)
+  out = scenes.air_for(config).apply({'params': params}, scenes_['image'].astype(np.float32) / 255.0, use_mode=True)
+  np.testing.assert_array_equal(result['count'], np.asarray(out.z_pres.sum(-1)).astype(int))
+  np.testing.assert_array_equal(result['identity'], out.objects['identity'])
+  np.testing.assert_allclose(result['position'], out.objects['pose'][..., :2], atol=1e-5)
+  u = np.asarray(out.objects['pose'][..., 2:])
+  np.testing.assert_allclose(result['theta'], np.arctan2(u[..., 1], u[..., 0]), atol=1e-5)
+  assert result['identity_prob'].shape == (5, config.model.max_steps, len(shapes_3d.SHAPES))
+  with np.load(tmp_path / 'out.npz') as saved:
+    assert sorted(saved.keys()) == sorted(result.keys())
+
+
+def test_the_render_is_of_the_present_objects_only():
+  """The model's canvas is MuJoCo's render of its present objects' identities and poses."""
+  config = smoke_config('')
+  scene = scenes.scene_of(config)
+  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
+  air = scenes.air_for(config)
+  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  pose = np.asarray(out.objects['pose'])
+  expected = scene.pool(np.asarray(out.objects['identity']),
+                        np.concatenate([pose[..., :2], np.arctan2(pose[..., 3], pose[..., 2])[..., None]], -1),
+                        np.asarray(out.z_pres))
+  np.testing.assert_allclose(out.canvas, expected, atol=1e-6)
+  assert np.asarray(out.z_pres).sum() > 0 and (np.asarray(out.z_pres) == 0).any()
+
+
+def test_dair_reads_the_image_minus_the_render_of_the_steps_before():
+  config = smoke_config('', difference_input=True)
+  scene = scenes.scene_of(config)
+  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
+  air = scenes.air_for(config)
+  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  out, state = air.apply({'params': params}, images, rngs={'sample': jax.random.key(3)},
+                         mutable='intermediates')
+  inputs = np.asarray(state['intermediates']['step']['encoder_input'][0])  # [N, B, H, W]
+  ids, present = np.asarray(out.objects['identity']), np.asarray(out.z_pres)
+  pose = np.asarray(out.objects['pose'])
+  poses = np.concatenate([pose[..., :2], np.arctan2(pose[..., 3], pose[..., 2])[..., None]], -1)
+  for i in range(config.model.max_steps):
+    before = present * (np.arange(config.model.max_steps) < i)
+    np.testing.assert_allclose(inputs[i], images - scene.pool(ids, poses, before), atol=1e-6)
+
+
+def test_one_train_step_moves_the_pose_head_by_finite_differences(tmp_path):
+  """The pose head gets a gradient (through the finite-difference VJP) and so does the identity
+  head (through REINFORCE): one train step changes both."""
+  config = smoke_config(tmp_path)
+  config.batch_size = 8
+  scene = scenes.scene_of(config)
+  batch = scene.scenes('train').__getitems__(range(8))
+  state = steps.init_state(config, jax.random.key(0))
+  before = jax.tree.map(np.asarray, state.params['model']['step']['object_head'])
+  state, metrics = steps.make_train_step(config)(state, batch['image'], batch['count'], jax.random.key(1))
+  after = jax.tree.map(np.asarray, state.params['model']['step']['object_head'])
+  kernel = lambda p: p['MLP_0']['Dense_1']['dense']['kernel']  # columns: logit, K identity, 8 pose
+  moved = np.abs(kernel(after) - kernel(before)).max(0)
+  assert np.all(moved > 0), moved
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['kl_identity']) >= 0
+
+
+def test_bad_3d_settings_are_refused():
+  for field, value, fragment in (('gradient', 'forward', 'config.objective.gradient'),
+                                 ('position_step', 0.0, 'config.objective.position_step')):
+    config = smoke_config('')
+    config.objective[field] = value
+    with pytest.raises(ValueError, match=fragment):
+      checks.validate_config(config)
+  config = smoke_config('')
+  config.data.train_counts = (0, 5)
+  with pytest.raises(ValueError, match='max_steps'):
+    checks.validate_config(config)
