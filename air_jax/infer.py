@@ -28,14 +28,6 @@ import numpy as np
 from air_jax import launch
 from air_jax import scenes
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (its latest checkpoint is used).')
-_IMAGES = flags.DEFINE_string('images', None, 'npz file with images [N, H, W], a folder of PNG/JPEG '
-                              'images or one image file.')
-_OUTPUT = flags.DEFINE_string('output', None, 'npz file to write.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per forward pass.')
-_VISUALIZE = flags.DEFINE_string('visualize', None, 'Also write a PNG picture of the first images '
-                                 '(windows, glimpses, patches, counts) to this file.')
-_VISUALIZE_IMAGES = flags.DEFINE_integer('visualize_images', 8, 'Images in the --visualize picture.')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
@@ -199,27 +191,42 @@ def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path
   return result
 
 
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a command (importing air_jax.infer as a
+  library, as the experiments do, defines none that could clash with theirs)."""
+  flags.DEFINE_string('workdir', None, 'Training workdir (its latest checkpoint is used).')
+  flags.DEFINE_string('images', None, 'npz file with images [N, H, W], a folder of PNG/JPEG '
+                      'images or one image file.')
+  flags.DEFINE_string('output', None, 'npz file to write.')
+  flags.DEFINE_integer('batch_size', 256, 'Images per forward pass.')
+  flags.DEFINE_string('visualize', None, 'Also write a PNG picture of the first images '
+                      '(windows, glimpses, patches, counts) to this file.')
+  flags.DEFINE_integer('visualize_images', 8, 'Images in the --visualize picture.')
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown progress
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}', file=sys.stderr)
     sys.exit(1)
-  for flag in (_WORKDIR, _IMAGES, _OUTPUT):
-    if not flag.value:
-      print(f'error: --{flag.name} is required', file=sys.stderr)
+  args = flags.FLAGS
+  for name in ('workdir', 'images', 'output'):
+    if not args[name].value:
+      print(f'error: --{name} is required', file=sys.stderr)
       sys.exit(1)
   try:
-    result = run(_WORKDIR.value, _IMAGES.value, _OUTPUT.value, _BATCH_SIZE.value, _VISUALIZE.value,
-                 _VISUALIZE_IMAGES.value)
+    result = run(args.workdir, args.images, args.output, args.batch_size, args.visualize,
+                 args.visualize_images)
   except InputError as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
   counts = np.bincount(result['count'])
-  print(f'wrote {_OUTPUT.value}: {len(result["count"])} images, counts ' +
+  print(f'wrote {args.output}: {len(result["count"])} images, counts ' +
         ', '.join(f'{k}: {v}' for k, v in enumerate(counts) if v))
-  if _VISUALIZE.value:
-    print(f'wrote {_VISUALIZE.value}')
+  if args.visualize:
+    print(f'wrote {args.visualize}')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=launch.parse_flags)

@@ -25,19 +25,25 @@ def build_models(config: ml_collections.ConfigDict):
 def elbo_terms_for(config: ml_collections.ConfigDict, out, images, prior) -> objectives.ELBOTerms:
   """objectives.elbo_terms with the config's likelihood scale and the scene kind's object KLs."""
   return objectives.elbo_terms(out, images, likelihood_scale=config.objective.likelihood_scale,
-                               z_pres_prior=prior, object_kls=scenes.scene_of(config).object_kls(out))
+                               z_pres_prior=prior, object_kls=scenes.scene_of(config).object_kls(out),
+                               likelihood_blur=config.objective.likelihood_blur)
 
 
 def make_loss_fn(config: ml_collections.ConfigDict):
-  """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior) -> (loss, aux).
+  """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior, learn_z_pres=True) -> (loss, aux).
 
   loss = mean over images of (surrogate - ELBO) + baseline regression loss: its gradient is the
-  ELBO gradient estimate for the model and the baseline's squared-error gradient for the baseline."""
+  ELBO gradient estimate for the model and the baseline's squared-error gradient for the baseline.
+  learn_z_pres False (the train step's first objective.z_pres_freeze_steps steps): q(z_pres) gets
+  no gradient, neither the score term nor its KL's, so it keeps its initial (high) probability
+  while the object latents learn; the loss's value is the same."""
   air, baseline_net = build_models(config)
   scene = air.scene
 
-  def loss_fn(params, stats, images, key, prior):
+  def loss_fn(params, stats, images, key, prior, learn_z_pres=True):
     out = air.apply({'params': params['model']}, images, rngs={'sample': key})
+    frozen = jax.lax.stop_gradient(out.z_pres_logits)
+    out = out._replace(z_pres_logits=jnp.where(learn_z_pres, out.z_pres_logits, frozen))
     terms = elbo_terms_for(config, out, images, prior)
     updated = stats.update(terms.learning_signal, out.active, config.objective.signal_decay)
     # Centre and scale with the statistics of earlier batches (this batch's only at the start).

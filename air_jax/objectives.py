@@ -75,11 +75,24 @@ class ELBOTerms(NamedTuple):
   learning_signal: jax.Array  # [B, N] l_i (no gradient flows through it)
 
 
+def blur_matrix(size: int, sd: float) -> jax.Array:
+  """[size, size] rows of a Gaussian kernel of `sd` pixels (zero padding): K @ x @ K^T blurs x."""
+  offsets = jnp.arange(size)[:, None] - jnp.arange(size)[None, :]
+  return jnp.exp(-0.5 * jnp.square(offsets / sd)) / (sd * math.sqrt(2 * math.pi))
+
+
 def elbo_terms(out: AIROutput, images: jax.Array, *, likelihood_scale: float,
-               z_pres_prior: float | jax.Array, object_kls: dict) -> ELBOTerms:
+               z_pres_prior: float | jax.Array, object_kls: dict, likelihood_blur: float = 0.0) -> ELBOTerms:
   """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]; object_kls: name -> [B, N]
-  per-step KL of each object latent (unmasked; a scene kind's `object_kls(out)`)."""
-  log_likelihood = normal_log_prob(images, out.canvas, likelihood_scale).sum(axis=(1, 2))
+  per-step KL of each object latent (unmasked; a scene kind's `object_kls(out)`).
+  likelihood_blur > 0: the likelihood is of the image blurred by a Gaussian of that many pixels,
+  log N(K x K^T; K canvas K^T, sigma^2 I): an object that misses the one it should explain still
+  overlaps it once both are blurred, so a black-box renderer's finite differences see the way."""
+  canvas = out.canvas
+  if likelihood_blur > 0:
+    rows, cols = (blur_matrix(n, likelihood_blur) for n in images.shape[1:])
+    images, canvas = (jnp.einsum('ij,bjk,lk->bil', rows, x, cols) for x in (images, canvas))
+  log_likelihood = normal_log_prob(images, canvas, likelihood_scale).sum(axis=(1, 2))
   kl_pres = out.active * bernoulli_kl(out.z_pres_logits, z_pres_prior)
   kl_objects = {name: out.z_pres * kl for name, kl in object_kls.items()}
   kl_object = sum(kl_objects.values())

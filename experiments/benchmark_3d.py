@@ -1,15 +1,14 @@
-"""3D speed: MuJoCo renders/s (threads against processes) and the 3D train step (step time, renders
+"""3D speed: MuJoCo renders/s (1 and 2 render processes) and the 3D train step (step time, renders
 per step, the share of the step spent rendering), central differences against SPSA, AIR and DAIR.
 
     python experiments/benchmark_3d.py                 # batch 32, the shapes_3d config
     python experiments/benchmark_3d.py --steps=5 --batch_size=8 --renders=200   # quick
 
-Renders: `--renders` random 0-3 object scenes rendered by a RenderPool of 1 and 2 threads, and by
-2 processes with a renderer each (multiprocessing, the images sent back through pipes).
+Renders: `--renders` random 0-3 object scenes rendered by a RenderPool of 1 and 2 processes (a
+renderer each, the images sent back through pipes).
 Steps: `--steps` train steps after one compiling step; render share = the RenderPool's wall time
 inside the steps / the steps' wall time.
 """
-import multiprocessing
 import os
 import sys
 import time
@@ -43,31 +42,16 @@ def random_scenes(world, n, seed=0):
   return shape, pose, present
 
 
-def _process_render(args):
-  world, shape, pose, present = args
-  return shapes_3d.RenderPool(world, world.max_objects, 1)(shape, pose, present)
-
-
 def renders_per_second(world, n):
   shape, pose, present = random_scenes(world, n)
   rows = {}
-  for threads in (1, 2):
-    pool = shapes_3d.RenderPool(world, world.max_objects, threads)
+  for processes in (1, 2):
+    pool = shapes_3d.RenderPool(world, world.max_objects, processes)
     pool(shape[:8], pose[:8], present[:8])  # warm up
     start = time.perf_counter()
     pool(shape, pose, present)
-    rows[f'{threads} thread(s)'] = n / (time.perf_counter() - start)
+    rows[f'{processes} process(es)'] = n / (time.perf_counter() - start)
     pool.close()
-  with multiprocessing.get_context('spawn').Pool(2) as processes:
-    processes.map(_process_render, [(world, shape[:4], pose[:4], present[:4])] * 2)  # start renderers
-    halves = np.array_split(np.arange(n), 2)
-    start = time.perf_counter()
-    processes.map(_process_render, [(world, shape[h], pose[h], present[h]) for h in halves])
-    # each call starts a renderer again: time that start alone and take it off
-    started = time.perf_counter()
-    processes.map(_process_render, [(world, shape[:1], pose[:1], present[:1])] * 2)
-    restart = time.perf_counter() - started
-    rows['2 processes'] = n / (started - start - restart)
   return rows
 
 

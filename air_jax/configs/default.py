@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.objective = ml_collections.ConfigDict(dict(
       likelihood_scale=0.3,
+      likelihood_blur=0.0,     # > 0: the likelihood of the image blurred by a Gaussian of this sd (px)
       # Bernoulli success probability per step (a geometric count prior), annealed log-linearly
       # from z_pres_prior_start to z_pres_prior over z_pres_prior_anneal_steps (0: fixed). The
       # growing cost of an object prunes digits explained twice before q(z_pres) saturates.
@@ -59,6 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       z_where_prior_loc=(0.7, 0.0, 0.0),
       z_where_prior_scale=(0.2, 0.5, 0.5),
       signal_decay=0.99,       # EMA decay of the learning signal's running moments
+      # q(z_pres) gets no gradient for this many first steps (its logit starts at
+      # model.z_pres_logit_bias): the object latents learn before objects can be switched off.
+      z_pres_freeze_steps=0,
   ))
 
   config.batch_size = 64            # global batch (split over all devices)

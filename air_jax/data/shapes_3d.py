@@ -19,11 +19,9 @@ It carries:
 - `theta` float32 in [0, 2 pi).
 """
 import atexit
-import concurrent.futures
 import dataclasses
 import functools
 import os
-import queue
 import threading
 import time
 from typing import Dict, Sequence
@@ -140,6 +138,9 @@ GL_HINT = ('install an OpenGL backend (Debian/Ubuntu: apt-get install libegl1 li
 
 def _import_mujoco():
   os.environ.setdefault('MUJOCO_GL', 'egl')
+  # Mesa's software rasteriser splits each tiny render over threads unless told not to: one
+  # thread per render is faster here (593 vs 452 renders/s from one thread, 843 vs 695 from two).
+  os.environ.setdefault('LP_NUM_THREADS', '1')
   try:
     import mujoco  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -197,78 +198,133 @@ class SceneRenderer:
     self.renderer.close()
 
 
+def serve_renders() -> None:
+  """A render process (python -c 'from air_jax.data import shapes_3d; shapes_3d.serve_renders()'):
+  reads pickled (world, slots), makes one SceneRenderer, then answers each pickled (shape, pose,
+  present) batch on stdin with ('images', [M, H, W]) on its stdout, until None. Anything else that
+  writes to stdout (MuJoCo, EGL) goes to stderr instead."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  replies = os.fdopen(os.dup(1), 'wb')
+  os.dup2(2, 1)
+  jobs = sys.stdin.buffer
+  world, slots = pickle.load(jobs)
+  try:
+    renderer = SceneRenderer(world, slots)
+  except Exception as e:  # pylint: disable=broad-except
+    pickle.dump(('error', str(e)), replies)
+    replies.flush()
+    return
+  pickle.dump(('ready', None), replies)
+  replies.flush()
+  while (job := pickle.load(jobs)) is not None:
+    shape, pose, present = job
+    try:
+      images = np.stack([renderer.render_present(shape[m], pose[m, :, :2], pose[m, :, 2], present[m])
+                         for m in range(len(shape))])
+      pickle.dump(('images', images), replies, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # pylint: disable=broad-except
+      pickle.dump(('error', f'{type(e).__name__}: {e}'), replies)
+    replies.flush()
+  renderer.close()
+
+
 class RenderPool:
   """pool(shape int [M, K], pose float [M, K, 3] = (x, y, theta), present [M, K]) -> float32
-  [M, H, W]: M scenes of up to K = slots objects, split over `threads` worker threads, each with
-  its own SceneRenderer (an OpenGL context belongs to the thread that made it: a worker makes,
-  uses and frees its renderer itself; MuJoCo releases the GIL while it renders). The host side of
-  the 3D scene kind's renderer (air_jax.black_box.make_render). Use `shared_pool`."""
+  [M, H, W]: M scenes of up to K = slots objects, split over `processes` render processes, each
+  with its own SceneRenderer. The host side of the 3D scene kind's renderer
+  (air_jax.black_box.make_render). Use `shared_pool`.
 
-  def __init__(self, world: World, slots: int, threads: int = 2):
-    if threads < 1:
-      raise ValueError(f'render threads must be >= 1, got {threads}')
-    self.world, self.slots, self.threads = world, int(slots), int(threads)
+  Processes, not threads: Mesa's software rasteriser JIT-compiles with its own LLVM, and doing
+  that in the process whose XLA compiles at the same time crashed it (a segfault in a native
+  thread, seen twice); in their own processes renders are also faster (1,169 against 843
+  renders/s with 2 workers, experiments/benchmark_3d.py)."""
+
+  def __init__(self, world: World, slots: int, processes: int = 2):
+    if processes < 1:
+      raise ValueError(f'render processes must be >= 1, got {processes}')
+    import pathlib  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    self.world, self.slots, self.processes = world, int(slots), int(processes)
     self.renders, self.seconds = 0, 0.0  # scenes rendered so far and the wall time it took
-    self._queues = [queue.SimpleQueue() for _ in range(self.threads)]
-    started = [concurrent.futures.Future() for _ in range(self.threads)]
-    self._workers = [threading.Thread(target=self._work, args=(q, f), daemon=True)
-                     for q, f in zip(self._queues, started)]
-    for worker in self._workers:
-      worker.start()
+    self._lock = threading.Lock()  # one batch at a time through the pipes (callers may be threads)
+    env = dict(os.environ)  # the child imports this copy of air_jax
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    env['PYTHONPATH'] = os.pathsep.join([root] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    command = [sys.executable, '-c', 'from air_jax.data import shapes_3d; shapes_3d.serve_renders()']
+    # A fresh interpreter, not a fork of this one: forking a process that runs XLA's threads is unsafe.
+    self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                     for _ in range(self.processes)]
     atexit.register(self.close)
-    for future in started:
-      future.result()  # a renderer that cannot start raises RendererUnavailableError here
+    for worker in self._workers:
+      self._send(worker, (world, self.slots))
+    for worker in self._workers:
+      kind, message = self._receive(worker)
+      if kind == 'error':
+        self.close()
+        raise RendererUnavailableError(message)
 
-  def _work(self, jobs: queue.SimpleQueue, started: concurrent.futures.Future) -> None:
+  @staticmethod
+  def _send(worker, message) -> None:
+    import pickle  # pylint: disable=g-import-not-at-top
+    pickle.dump(message, worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    worker.stdin.flush()
+
+  @staticmethod
+  def _receive(worker):
+    import pickle  # pylint: disable=g-import-not-at-top
     try:
-      renderer = SceneRenderer(self.world, self.slots)
-    except BaseException as e:  # pylint: disable=broad-except
-      started.set_exception(e)
-      return
-    started.set_result(None)
-    while (job := jobs.get()) is not None:
-      rows, shape, pose, present, out, done = job
-      try:
-        for m in rows:
-          out[m] = renderer.render_present(shape[m], pose[m, :, :2], pose[m, :, 2], present[m])
-        done.set_result(None)
-      except BaseException as e:  # pylint: disable=broad-except
-        done.set_exception(e)
-    renderer.close()
+      return pickle.load(worker.stdout)
+    except EOFError:
+      return ('error', f'the render process exited (status {worker.wait()}); its stderr says why')
 
   def __call__(self, shape, pose, present) -> np.ndarray:
     shape, pose, present = np.asarray(shape), np.asarray(pose, np.float64), np.asarray(present)
     if shape.shape[1] > self.slots:
       raise ValueError(f'scenes of {shape.shape[1]} objects, the renderer has {self.slots} slots')
-    size = self.world.image_size
-    out = np.empty((len(shape), size, size), np.float32)
+    with self._lock:
+      return self._render(shape, pose, present)
+
+  def _render(self, shape, pose, present) -> np.ndarray:
     start = time.perf_counter()
-    futures = []
-    for jobs, rows in zip(self._queues, np.array_split(np.arange(len(shape)), self.threads)):
-      if len(rows):
-        futures.append(concurrent.futures.Future())
-        jobs.put((rows, shape, pose, present, out, futures[-1]))
-    for future in futures:
-      future.result()
+    parts = [rows for rows in np.array_split(np.arange(len(shape)), self.processes) if len(rows)]
+    for worker, rows in zip(self._workers, parts):
+      self._send(worker, (shape[rows], pose[rows], present[rows]))
+    images = []
+    for worker, _ in zip(self._workers, parts):
+      kind, result = self._receive(worker)
+      if kind == 'error':
+        raise RuntimeError(f'a render process failed: {result}')
+      images.append(result)
+    size = self.world.image_size
+    out = np.concatenate(images).astype(np.float32) if images else np.zeros((0, size, size), np.float32)
     self.renders += len(shape)
     self.seconds += time.perf_counter() - start
     return out
 
   def close(self) -> None:
-    """Stops the workers; each frees its renderer in its own thread."""
-    for jobs in self._queues:
-      jobs.put(None)
+    """Stops the render processes (each frees its renderer itself)."""
     for worker in self._workers:
-      worker.join()
-    self._queues, self._workers = [], []
+      try:
+        self._send(worker, None)
+        worker.stdin.close()
+      except (BrokenPipeError, OSError, ValueError):
+        pass
+    for worker in self._workers:
+      try:
+        worker.wait(timeout=10)
+      except Exception:  # pylint: disable=broad-except
+        worker.kill()
+      worker.stdout.close()
+    self._workers = []
 
 
 @functools.lru_cache(maxsize=None)
-def shared_pool(world: World, slots: int, threads: int) -> RenderPool:
-  """One RenderPool per (world, slots, threads) for the process: every model, step and source of
-  one world renders through the same few OpenGL contexts (they are process resources: freeing one
-  from another thread, as garbage collection would, crashes the process)."""
-  return RenderPool(world, slots, threads)
+def shared_pool(world: World, slots: int, processes: int) -> RenderPool:
+  """One RenderPool per (world, slots, processes) for the process: every model, step and source of
+  one world renders through the same few render processes."""
+  return RenderPool(world, slots, processes)
 
 
 def sample_layout(rng: np.random.Generator, world: World) -> Dict[str, np.ndarray]:
@@ -314,7 +370,7 @@ class Shapes3D:
     return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
   def __getitems__(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
-    """The scenes at indices, rendered together (shared_pool of the world, 2 threads)."""
+    """The scenes at indices, rendered together (shared_pool of the world, 2 processes)."""
     layouts = [self.layout(int(i)) for i in indices]
     layout = {k: np.stack([scene[k] for scene in layouts]) for k in layouts[0]}
     pose = np.concatenate([layout['position'], layout['theta'][..., None]], -1)

@@ -2,7 +2,9 @@
 
 The generative model is fully specified; only the inference network is learned. Per object:
     identity ~ Uniform(K)                          (cube, sphere, lying cylinder)
-    pose = (x, y, u0, u1) ~ N(0, diag(s^2, s^2, 1, 1)),   theta = atan2(u1, u0)
+    pose z = (z0, z1, u0, u1) ~ N(0, I),   (x, y) = s (z0, z1),   theta = atan2(u1, u0)
+(s = objective.position_prior_scale: the latent is in units of the prior, so q's initial
+standard deviation, softplus(0) = 0.69, is 0.69 s metres on the floor.)
     image ~ N(render(identities, positions, thetas), sigma^2 I)     (MuJoCo, no learned parameters)
 Rotation as a 2-vector u: theta = atan2(u1, u0) is uniform on the circle when u ~ N(0, I), a
 Gaussian q(u) and its KL to N(0, I) are closed form, and nothing jumps at 2 pi (a Gaussian on theta
@@ -44,6 +46,7 @@ class ObjectHead(nn.Module):
   num_shapes: int
   z_pres_logit_bias: float
   logit_bound: float = 0.0
+  initial_pose_scale: float = 0.69  # q(pose)'s initial standard deviation (softplus(0) = 0.69)
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -53,13 +56,16 @@ class ObjectHead(nn.Module):
     if self.logit_bound > 0:
       logit = self.logit_bound * jnp.tanh(logit / self.logit_bound)
     identity_logits = out[:, 1:1 + self.num_shapes]
-    loc, scale = modules.gaussian_params(out[:, 1 + self.num_shapes:])
+    raw_scale_bias = np.log(np.expm1(self.initial_pose_scale - modules.SCALE_FLOOR))  # softplus^-1
+    loc, raw_scale = jnp.split(out[:, 1 + self.num_shapes:], 2, axis=-1)
+    loc, scale = modules.gaussian_params(jnp.concatenate([loc, raw_scale + raw_scale_bias], -1))
     return logit, identity_logits, loc, scale
 
 
-def renderer_pose(pose: jax.Array) -> jax.Array:
-  """(x, y, u0, u1) [..., 4] -> (x, y, theta = atan2(u1, u0)) [..., 3], what the renderer takes."""
-  return jnp.concatenate([pose[..., :2], jnp.arctan2(pose[..., 3], pose[..., 2])[..., None]], axis=-1)
+def renderer_pose(pose: jax.Array, position_scale: float) -> jax.Array:
+  """(z0, z1, u0, u1) [..., 4] -> (x, y, theta) = (s z0, s z1, atan2(u1, u0)) [..., 3], what the
+  renderer takes."""
+  return jnp.concatenate([position_scale * pose[..., :2], jnp.arctan2(pose[..., 3], pose[..., 2])[..., None]], axis=-1)
 
 
 def world_of(data: ml_collections.ConfigDict, counts) -> shapes_3d.World:
@@ -70,7 +76,7 @@ def world_of(data: ml_collections.ConfigDict, counts) -> shapes_3d.World:
 
 class Scene:
   """Shapes 3D: objects {identity_logits [.., K], identity [..] int32, pose_loc, pose_scale,
-  pose [.., 4] = (x, y, u0, u1)}."""
+  pose [.., 4] = (z0, z1, u0, u1)} (see renderer_pose)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -89,14 +95,14 @@ class Scene:
     for name in ('position_prior_scale', 'position_step', 'rotation_step', 'spsa_directions'):
       if not objective[name] > 0:
         raise ValueError(f'config.objective.{name} must be positive, got {objective[name]}')
-    if not self.data.render_threads >= 1:
-      raise ValueError(f'config.data.render_threads must be >= 1, got {self.data.render_threads}')
+    if not self.data.render_processes >= 1:
+      raise ValueError(f'config.data.render_processes must be >= 1, got {self.data.render_processes}')
 
   # --- the renderer ---
   @property
   def pool(self) -> shapes_3d.RenderPool:
-    """The host renderer (threads, each with its own MuJoCo context), started at first use."""
-    return shapes_3d.shared_pool(self.world, self.model.max_steps, self.data.render_threads)
+    """The host renderer (render processes, each with its own MuJoCo context), started at first use."""
+    return shapes_3d.shared_pool(self.world, self.model.max_steps, self.data.render_processes)
 
   @functools.cached_property
   def _render(self):
@@ -116,7 +122,7 @@ class Scene:
     cfg = self.model
     logit, identity_logits, loc, scale = ObjectHead(
         cfg.predictor_hidden, self.num_shapes, cfg.z_pres_logit_bias, cfg.z_pres_logit_bound,
-        dtype=model_lib.matmul_dtype(cfg), name='object_head')(h)
+        cfg.initial_pose_scale, dtype=model_lib.matmul_dtype(cfg), name='object_head')(h)
     return logit, (identity_logits, loc, scale)
 
   def sample(self, head, images, key_fn):
@@ -145,7 +151,7 @@ class Scene:
   def draw(self, canvas, objects, z_pres):
     slot = jnp.arange(self.model.max_steps) == canvas['step']
     put = lambda old, new: jnp.where(slot.reshape((1, -1) + (1,) * (old.ndim - 2)), new[:, None], old)
-    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], renderer_pose(objects['pose'])),
+    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], renderer_pose(objects['pose'], self.objective.position_prior_scale)),
                   present=put(canvas['present'], z_pres), step=canvas['step'] + 1, image=canvas['image'])
     if self.model.difference_input:
       canvas['image'] = self._render_plain(canvas['ids'], canvas['poses'], canvas['present'])
@@ -157,14 +163,13 @@ class Scene:
   def render(self, canvas, objects, z_pres, key_fn):
     self.pool  # pylint: disable=pointless-statement  (starts the renderer now: a failure raises here, not in a callback)
     key = jax.random.key(0) if key_fn is None else key_fn()
-    return self._render(objects['identity'], renderer_pose(objects['pose']), z_pres, key)
+    return self._render(objects['identity'], renderer_pose(objects['pose'], self.objective.position_prior_scale), z_pres, key)
 
   # --- the objective ---
   def object_kls(self, out):
-    objects, s = out.objects, self.objective.position_prior_scale
-    prior_scale = jnp.asarray([s, s, 1.0, 1.0], jnp.float32)
+    objects = out.objects
     return dict(identity=objectives.categorical_kl_uniform(objects['identity_logits']),
-                pose=objectives.normal_kl(objects['pose_loc'], objects['pose_scale'], 0.0, prior_scale).sum(-1))
+                pose=objectives.normal_kl(objects['pose_loc'], objects['pose_scale'], 0.0, 1.0).sum(-1))
 
   def discrete_log_prob(self, out):
     return objectives.categorical_log_prob(out.objects['identity'], out.objects['identity_logits'])
@@ -172,7 +177,7 @@ class Scene:
   def summary(self, objects):
     """What evaluation and inference report of q's modes: identity [B, N] (shapes_3d.SHAPES
     index), its probability [B, N, K], position [B, N, 2] and theta [B, N] in (-pi, pi]."""
-    pose = renderer_pose(objects['pose'])
+    pose = renderer_pose(objects['pose'], self.objective.position_prior_scale)
     return dict(identity=objects['identity'], identity_prob=jax.nn.softmax(objects['identity_logits']),
                 position=pose[..., :2], theta=pose[..., 2])
 
