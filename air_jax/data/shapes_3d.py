@@ -361,6 +361,10 @@ class Shapes3D:
   def __len__(self) -> int:
     return self.num_examples
 
+  @property
+  def counts(self):
+    return tuple(self.world.counts)
+
   def layout(self, index: int) -> Dict[str, np.ndarray]:
     if not 0 <= index < self.num_examples:
       raise IndexError(f'index {index} out of range for {self.num_examples} scenes')

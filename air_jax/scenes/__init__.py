@@ -42,6 +42,25 @@ def scene_of(config: ml_collections.ConfigDict):
   return importlib.import_module(KINDS[config.scene_kind]).Scene(config)
 
 
+def cached_sources(scene, verb: str, log=print):
+  """(train, eval) of a scene kind: scene.scenes('train') and scene.scenes('test'), each made once
+  ('composing', 'rendering': `verb` in the progress lines) and cached under <data_dir>/scenes."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from air_jax import metrics  # pylint: disable=g-import-not-at-top
+  from air_jax.data import mnist  # pylint: disable=g-import-not-at-top
+  from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+  cache_dir = pathlib.Path(scene.data.data_dir or mnist.default_data_dir()) / 'scenes'
+  sources = []
+  for split in ('train', 'test'):
+    scenes = scene.scenes(split)
+    start = time.time()
+    progress = metrics.ProgressPrinter(f'{verb} {split} scenes', log)
+    sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
+    log(f'{len(scenes)} {split} scenes (counts {tuple(scenes.counts)}) ready in {time.time() - start:.1f}s')
+  return tuple(sources)
+
+
 def air_for(config: ml_collections.ConfigDict):
   """The AIR model (air_jax.model.AIR) of a config: its core options and its scene kind."""
   from air_jax import model  # pylint: disable=g-import-not-at-top

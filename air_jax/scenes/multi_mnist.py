@@ -11,15 +11,12 @@ close to how Multi-MNIST composes digits (pixelwise max of near-binary digits): 
 copies of one digit no longer add up to it. Both latents are continuous (reparameterised); priors
 p(z_where) = N(objective.z_where_prior_loc, objective.z_where_prior_scale), p(z_what) = N(0, I).
 """
-import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from air_jax import glimpse
-from air_jax import metrics as metrics_lib
 from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
@@ -122,18 +119,8 @@ class Scene:
   def sources(self, log=print):
     """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits,
     composed once and cached under <data_dir>/scenes."""
-    from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
-    from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
-    cache_dir = pathlib.Path(self.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
-    sources = []
-    for split in ('train', 'test'):
-      scenes = self.scenes(split)
-      num, counts = scenes.num_examples, scenes.counts
-      start = time.time()
-      progress = metrics_lib.ProgressPrinter(f'composing {split} scenes', log)
-      sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
-      log(f'{num} {split} scenes (counts {tuple(counts)}) ready in {time.time() - start:.1f}s')
-    return tuple(sources)
+    from air_jax import scenes  # pylint: disable=g-import-not-at-top
+    return scenes.cached_sources(self, 'composing', log)
 
   def pictures(self, scale: int = 2):
     from air_jax import pictures  # pylint: disable=g-import-not-at-top

@@ -20,7 +20,6 @@ Per step (after the core's z_pres_i), from the LSTM state h_i:
 DAIR: the canvas of step i is the render of the objects of steps < i (no gradient flows through it).
 """
 import functools
-import time
 
 import flax.linen as nn
 import jax
@@ -29,7 +28,6 @@ import ml_collections
 import numpy as np
 
 from air_jax import black_box
-from air_jax import metrics as metrics_lib
 from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
@@ -193,18 +191,8 @@ class Scene:
 
   def sources(self, log=print):
     """(train, eval) rendered once and cached under <data_dir>/scenes; eval from another seed."""
-    import pathlib  # pylint: disable=g-import-not-at-top
-    from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
-    from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
-    cache_dir = pathlib.Path(self.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
-    sources = []
-    for split in ('train', 'test'):
-      scenes = self.scenes(split)
-      start = time.time()
-      progress = metrics_lib.ProgressPrinter(f'rendering {split} scenes', log)
-      sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
-      log(f'{len(scenes)} {split} scenes (counts {scenes.world.counts}) ready in {time.time() - start:.1f}s')
-    return tuple(sources)
+    from air_jax import scenes  # pylint: disable=g-import-not-at-top
+    return scenes.cached_sources(self, 'rendering', log)
 
   def pictures(self, scale: int = 2):
     return Pictures(self.config, scale)
