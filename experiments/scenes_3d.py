@@ -2,9 +2,11 @@
 
 1. one_object: scenes of one object. AIR (2 steps: the object, then "stop") against a supervised
    CNN trained on (image, true identity, position, (cos theta, sin theta)) pairs from the same number
-   of training scenes. Held out: identity accuracy, position error, rotation error modulo each
-   shape's symmetry (cube 90 degrees, lying cylinder 180; spheres left out) and the re-render error
-   (mean squared pixel error of render(inferred latents) against the image).
+   of training scenes, and the same CNN told each shape's symmetry (one_object_cnn_symmetric: it
+   regresses (cos m theta, sin m theta), m the true shape's symmetry order, as AIR's latent angle
+   is). Held out: identity accuracy, position error, rotation error modulo each shape's symmetry
+   (cube 90 degrees, lying cylinder 180; spheres left out) and the re-render error (mean squared
+   pixel error of render(inferred latents) against the image).
 2. counts: scenes of 0-3 objects, AIR and DAIR (4 steps): count accuracy, identity accuracy of the
    objects matched by position, position error.
 
@@ -43,7 +45,8 @@ from air_jax.configs import shapes_3d as shapes_3d_config
 from air_jax.data import shapes_3d
 from air_jax.scenes import shapes_3d as scene_3d
 
-RUNS = ('one_object_air', 'one_object_cnn', 'counts_air', 'counts_dair')
+RUNS = ('one_object_air', 'one_object_cnn', 'one_object_cnn_symmetric', 'counts_air', 'counts_dair')
+CNN_RUNS = ('one_object_cnn', 'one_object_cnn_symmetric')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs, the table and the picture go.')
 _RUNS = flags.DEFINE_list('runs', list(RUNS), f'Any of {list(RUNS)}.')
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 20_000, 'Training scenes (the same for AIR and the CNN).')
@@ -86,16 +89,21 @@ class SupervisedCNN(nn.Module):
     return out[:, :self.num_shapes], out[:, self.num_shapes:self.num_shapes + 2], out[:, self.num_shapes + 2:]
 
 
-def train_cnn(train_set, steps: int, log, seed: int = 0):
-  """Adam on cross-entropy(identity) + |position error|^2 / 0.1^2 + |(cos, sin) error|^2."""
+def train_cnn(train_set, steps: int, log, symmetric: bool, seed: int = 0):
+  """Adam on cross-entropy(identity) + |position error|^2 / 0.1^2 + |(cos m theta, sin m theta)
+  error|^2, m = 1 (plain) or the true shape's symmetry order (symmetric; at test theta =
+  atan2 / m of the inferred shape)."""
   model = SupervisedCNN(width=8 if _SMOKE.value else 32)
   images = train_set['image'].astype(np.float32) / 255.0
   params = model.init(jax.random.key(seed), images[:1])
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(params)
 
+  order = jnp.asarray(scene_3d.SYMMETRY_ORDER if symmetric else np.ones(len(shapes_3d.SHAPES)), jnp.float32)
+
   def loss_fn(params, x, shape, position, theta):
     logits, predicted_position, rotation = model.apply(params, x)
+    theta = order[shape] * theta
     identity_loss = optax.softmax_cross_entropy_with_integer_labels(logits, shape).mean()
     position_loss = jnp.square(predicted_position - position).sum(-1).mean() / 0.01
     rotation_loss = jnp.square(rotation - jnp.stack([jnp.cos(theta), jnp.sin(theta)], -1)).sum(-1).mean()
@@ -118,8 +126,10 @@ def train_cnn(train_set, steps: int, log, seed: int = 0):
 
   def predict(x):
     logits, position, rotation = jax.jit(model.apply)(params, x.astype(np.float32) / 255.0)
-    return dict(count=np.ones(len(x), np.int32), identity=np.asarray(logits.argmax(-1))[:, None],
-                position=np.asarray(position)[:, None], theta=np.arctan2(rotation[:, 1], rotation[:, 0])[:, None])
+    identity = np.asarray(logits.argmax(-1))
+    theta = np.arctan2(rotation[:, 1], rotation[:, 0]) / np.asarray(order)[identity]
+    return dict(count=np.ones(len(x), np.int32), identity=identity[:, None],
+                position=np.asarray(position)[:, None], theta=theta[:, None])
 
   return predict, time.time() - start
 
@@ -159,16 +169,17 @@ def run_air(run: str, root: pathlib.Path, log) -> dict:
               num_train=config.data.num_train, num_eval=len(test['image']))
 
 
-def run_cnn(root: pathlib.Path, log) -> dict:
-  config = air_config('one_object_cnn')
+def run_cnn(run: str, log) -> dict:
+  config = air_config(run)
   scene = scenes.scene_of(config)
   train_scenes = scene.scenes('train')
   train_set = train_scenes.__getitems__(range(len(train_scenes)))
   test = held_out(config)
-  predict, seconds = train_cnn(train_set, 50 if _SMOKE.value else _CNN_STEPS.value, log)
+  predict, seconds = train_cnn(train_set, 50 if _SMOKE.value else _CNN_STEPS.value, log,
+                               symmetric=run == 'one_object_cnn_symmetric')
   inferred = predict(test['image'])
   figures = scene_3d.scene_metrics(inferred, test, rerender_error(scene, inferred, test['image']))
-  return dict(figures, run='one_object_cnn', steps=_CNN_STEPS.value, train_seconds=seconds,
+  return dict(figures, run=run, steps=_CNN_STEPS.value, train_seconds=seconds,
               num_train=len(train_set['image']), num_eval=len(test['image']))
 
 
@@ -202,7 +213,7 @@ def main(argv):
     if run in _RUNS.value and not path.exists():
       log(f'== {run}')
       try:
-        result = run_cnn(root, log) if run == 'one_object_cnn' else run_air(run, root, log)
+        result = run_cnn(run, log) if run in CNN_RUNS else run_air(run, root, log)
       except (ValueError, FileNotFoundError, train.NonFiniteError, shapes_3d.RendererUnavailableError) as e:
         launch.fail(str(e))
       path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,6 +129,30 @@ class TestElboTerms:
     expected = (-0.5 * resid ** 2 - math.log(0.3 * math.sqrt(2 * math.pi))).sum((1, 2))
     np.testing.assert_allclose(terms.log_likelihood, expected, rtol=1e-5)
 
+  @pytest.mark.parametrize('sd', [0.5, 2.0])
+  def test_blurred_log_likelihood_is_of_both_images_blurred_by_hand(self, case, sd):
+    """likelihood_blur = sd: log N(K x K^T; K canvas K^T, sigma^2), K the zero-padded Gaussian
+    kernel (K_ik = N(i - k; 0, sd^2), built here by loops)."""
+    out, images, _ = case
+    def blur(x):
+      kernel = lambda d: math.exp(-0.5 * (d / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+      x = np.asarray(x, np.float64)
+      y = np.zeros_like(x)
+      for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+          for j in range(x.shape[2]):
+            for k in range(x.shape[1]):
+              for l in range(x.shape[2]):
+                y[b, i, j] += kernel(i - k) * kernel(j - l) * x[b, k, l]
+      return y
+    resid = (blur(images) - blur(out.canvas)) / 0.3
+    expected = (-0.5 * resid ** 2 - math.log(0.3 * math.sqrt(2 * math.pi))).sum((1, 2))
+    config = default.get_config()
+    config.objective.update(WHERE_PRIOR)
+    kls = multi_mnist.Scene(config).object_kls(out)
+    terms = objectives.elbo_terms(out, images, **PRIOR, object_kls=kls, likelihood_blur=sd)
+    np.testing.assert_allclose(terms.log_likelihood, expected, rtol=1e-5)
+
   def test_masking(self, case):
     out, _, terms = case
     active, z_pres = np.asarray(out.active), np.asarray(out.z_pres)

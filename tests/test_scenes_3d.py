@@ -23,6 +23,15 @@ def smoke_config(data_dir, **model):
   return config
 
 
+def by_hand_renderer_pose(config, pose, ids):
+  """(x, y, theta) of latents (z0, z1, u0, u1): s (z0, z1) and the angle of u over the shape's
+  symmetry order (cube 4, sphere 1, cylinder 2)."""
+  pose = np.asarray(pose)
+  order = np.array([4.0, 1.0, 2.0])[ids]
+  return np.concatenate([config.objective.position_prior_scale * pose[..., :2],
+                         (np.arctan2(pose[..., 3], pose[..., 2]) / order)[..., None]], -1)
+
+
 @pytest.fixture(scope='module')
 def run_3d(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp('shapes_3d_data')
@@ -56,8 +65,8 @@ def test_infer_reads_a_3d_workdir(run_3d, tmp_path):
   np.testing.assert_array_equal(result['identity'], out.objects['identity'])
   scale = config.objective.position_prior_scale
   np.testing.assert_allclose(result['position'], scale * out.objects['pose'][..., :2], atol=1e-5)
-  u = np.asarray(out.objects['pose'][..., 2:])
-  np.testing.assert_allclose(result['theta'], np.arctan2(u[..., 1], u[..., 0]), atol=1e-5)
+  np.testing.assert_allclose(result['theta'], by_hand_renderer_pose(config, out.objects['pose'], result['identity'])[..., 2],
+                             atol=1e-5)
   assert result['identity_prob'].shape == (5, config.model.max_steps, len(shapes_3d.SHAPES))
   with np.load(tmp_path / 'out.npz') as saved:
     assert sorted(saved.keys()) == sorted(result.keys())
@@ -71,11 +80,8 @@ def test_the_render_is_of_the_present_objects_only():
   air = scenes.air_for(config)
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
-  pose = np.asarray(out.objects['pose'])
-  expected = scene.pool(np.asarray(out.objects['identity']),
-                        np.concatenate([config.objective.position_prior_scale * pose[..., :2],
-                                       np.arctan2(pose[..., 3], pose[..., 2])[..., None]], -1),
-                        np.asarray(out.z_pres))
+  ids = np.asarray(out.objects['identity'])
+  expected = scene.pool(ids, by_hand_renderer_pose(config, out.objects['pose'], ids), np.asarray(out.z_pres))
   np.testing.assert_allclose(out.canvas, expected, atol=1e-6)
   assert np.asarray(out.z_pres).sum() > 0 and (np.asarray(out.z_pres) == 0).any()
 
@@ -90,9 +96,7 @@ def test_dair_reads_the_image_minus_the_render_of_the_steps_before():
                          mutable='intermediates')
   inputs = np.asarray(state['intermediates']['step']['encoder_input'][0])  # [N, B, H, W]
   ids, present = np.asarray(out.objects['identity']), np.asarray(out.z_pres)
-  pose = np.asarray(out.objects['pose'])
-  poses = np.concatenate([config.objective.position_prior_scale * pose[..., :2],
-                                       np.arctan2(pose[..., 3], pose[..., 2])[..., None]], -1)
+  poses = by_hand_renderer_pose(config, out.objects['pose'], ids)
   for i in range(config.model.max_steps):
     before = present * (np.arange(config.model.max_steps) < i)
     np.testing.assert_allclose(inputs[i], images - scene.pool(ids, poses, before), atol=1e-6)

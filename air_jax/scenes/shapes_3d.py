@@ -2,15 +2,21 @@
 
 The generative model is fully specified; only the inference network is learned. Per object:
     identity ~ Uniform(K)                          (cube, sphere, lying cylinder)
-    pose z = (z0, z1, u0, u1) ~ N(0, I),   (x, y) = s (z0, z1),   theta = atan2(u1, u0)
+    pose z = (z0, z1, u0, u1) ~ N(0, I),   (x, y) = s (z0, z1),   theta = atan2(u1, u0) / m_identity
 (s = objective.position_prior_scale: the latent is in units of the prior, so q's initial
 standard deviation, softplus(0) = 0.69, is 0.69 s metres on the floor.)
     image ~ N(render(identities, positions, thetas), sigma^2 I)     (MuJoCo, no learned parameters)
-Rotation as a 2-vector u: theta = atan2(u1, u0) is uniform on the circle when u ~ N(0, I), a
-Gaussian q(u) and its KL to N(0, I) are closed form, and nothing jumps at 2 pi (a Gaussian on theta
-itself would need a wrapped density for its KL, and a sample near 2 pi and one near 0 would be far
-apart though the same rotation). q(u) can put its mass anywhere on the circle, and several modes of
-a symmetric shape's rotation (a cube's 4, a cylinder's 2) are all reachable.
+Rotation as a 2-vector u on the shape's symmetry circle: a shape that looks the same after a turn
+of 2 pi / m (m = 4 for the cube, 2 for the lying cylinder, 1 for the sphere, whose turn is
+invisible) has theta = atan2(u1, u0) / m, so every distinct view is one angle of u and the
+posterior over u has one mode where theta's has m. atan2(u1, u0) is uniform on the circle when
+u ~ N(0, I), so theta is uniform over (-pi/m, pi/m], which renders exactly as uniform over the full
+turn: the generative model is unchanged. A Gaussian q(u) and its KL to N(0, I) are closed form and
+nothing jumps at 2 pi (a Gaussian on theta itself would need a wrapped density, and samples near
+2 pi and near 0 would be far apart though the same rotation). Why not theta = atan2(u1, u0): with
+q(u)'s mean at 0 (where it starts) the expected gradient on that mean is the first circular
+harmonic of the likelihood in theta, which is zero for a shape whose views repeat every 90 or 180
+degrees: the rotation of cubes and cylinders never left its initial guess (session 12 probes).
 
 Per step (after the core's z_pres_i), from the LSTM state h_i:
     q(identity_i) = Cat(softmax(l_i)), sampled: a discrete latent, REINFORCE with the same NVIL
@@ -60,10 +66,17 @@ class ObjectHead(nn.Module):
     return logit, identity_logits, loc, scale
 
 
-def renderer_pose(pose: jax.Array, position_scale: float) -> jax.Array:
-  """(z0, z1, u0, u1) [..., 4] -> (x, y, theta) = (s z0, s z1, atan2(u1, u0)) [..., 3], what the
-  renderer takes."""
-  return jnp.concatenate([position_scale * pose[..., :2], jnp.arctan2(pose[..., 3], pose[..., 2])[..., None]], axis=-1)
+# Rotational symmetry of each shape about the vertical axis (radians); a sphere's rotation is invisible.
+SYMMETRY = {'cube': np.pi / 2, 'sphere': None, 'cylinder': np.pi}
+# m = 2 pi / period, in SHAPES order (1 for the sphere: any m renders the same).
+SYMMETRY_ORDER = np.array([2 * np.pi / SYMMETRY[shape] if SYMMETRY[shape] else 1.0 for shape in SHAPES])
+
+
+def renderer_pose(pose: jax.Array, identity: jax.Array, position_scale: float) -> jax.Array:
+  """(z0, z1, u0, u1) [..., 4] of objects of shape `identity` [...] -> (x, y, theta) =
+  (s z0, s z1, atan2(u1, u0) / m_identity) [..., 3], what the renderer takes."""
+  theta = jnp.arctan2(pose[..., 3], pose[..., 2]) / jnp.asarray(SYMMETRY_ORDER, pose.dtype)[identity]
+  return jnp.concatenate([position_scale * pose[..., :2], theta[..., None]], axis=-1)
 
 
 def world_of(data: ml_collections.ConfigDict, counts) -> shapes_3d.World:
@@ -149,7 +162,7 @@ class Scene:
   def draw(self, canvas, objects, z_pres):
     slot = jnp.arange(self.model.max_steps) == canvas['step']
     put = lambda old, new: jnp.where(slot.reshape((1, -1) + (1,) * (old.ndim - 2)), new[:, None], old)
-    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], renderer_pose(objects['pose'], self.objective.position_prior_scale)),
+    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale)),
                   present=put(canvas['present'], z_pres), step=canvas['step'] + 1, image=canvas['image'])
     if self.model.difference_input:
       canvas['image'] = self._render_plain(canvas['ids'], canvas['poses'], canvas['present'])
@@ -161,7 +174,7 @@ class Scene:
   def render(self, canvas, objects, z_pres, key_fn):
     self.pool  # pylint: disable=pointless-statement  (starts the renderer now: a failure raises here, not in a callback)
     key = jax.random.key(0) if key_fn is None else key_fn()
-    return self._render(objects['identity'], renderer_pose(objects['pose'], self.objective.position_prior_scale), z_pres, key)
+    return self._render(objects['identity'], renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale), z_pres, key)
 
   # --- the objective ---
   def object_kls(self, out):
@@ -175,7 +188,7 @@ class Scene:
   def summary(self, objects):
     """What evaluation and inference report of q's modes: identity [B, N] (shapes_3d.SHAPES
     index), its probability [B, N, K], position [B, N, 2] and theta [B, N] in (-pi, pi]."""
-    pose = renderer_pose(objects['pose'], self.objective.position_prior_scale)
+    pose = renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale)
     return dict(identity=objects['identity'], identity_prob=jax.nn.softmax(objects['identity_logits']),
                 position=pose[..., :2], theta=pose[..., 2])
 
@@ -227,9 +240,6 @@ class Pictures:
     return pictures.grid(images, out['canvas'], out['z_pres'], boxes, true_counts=true_counts,
                          scale=self.scale, step_labels=labels)
 
-
-# Rotational symmetry of each shape about the vertical axis (radians); a sphere's rotation is invisible.
-SYMMETRY = {'cube': np.pi / 2, 'sphere': None, 'cylinder': np.pi}
 
 
 def rotation_error(predicted: np.ndarray, true: np.ndarray, shape: np.ndarray) -> np.ndarray:
