@@ -98,11 +98,19 @@ PRIOR = dict(likelihood_scale=0.3, z_pres_prior=0.2)
 WHERE_PRIOR = dict(z_where_prior_loc=(0.1, 0.0, -0.2), z_where_prior_scale=(0.5, 1.0, 2.0))
 
 
-def terms_of(out, images):
-  """objectives.elbo_terms with the 2D scene kind's object KLs under WHERE_PRIOR."""
+def terms_of(out, images, **options):
+  """objectives.elbo_terms with the 2D scene kind's object KLs under WHERE_PRIOR (options: e.g.
+  likelihood_blur)."""
   config = default.get_config()
   config.objective.update(WHERE_PRIOR)
-  return objectives.elbo_terms(out, images, **PRIOR, object_kls=multi_mnist.Scene(config).object_kls(out))
+  return objectives.elbo_terms(out, images, **PRIOR, object_kls=multi_mnist.Scene(config).object_kls(out),
+                               **options)
+
+
+def np_log_likelihood(images, canvas):
+  """sum over pixels of log N(images; canvas, 0.3^2), in float64."""
+  resid = (np.asarray(images, np.float64) - np.asarray(canvas, np.float64)) / 0.3
+  return (-0.5 * resid ** 2 - math.log(0.3 * math.sqrt(2 * math.pi))).sum((1, 2))
 
 
 def np_normal_kl(q_loc, q_scale, p_loc, p_scale):
@@ -125,9 +133,7 @@ class TestElboTerms:
 
   def test_log_likelihood(self, case):
     out, images, terms = case
-    resid = (np.asarray(images, np.float64) - np.asarray(out.canvas, np.float64)) / 0.3
-    expected = (-0.5 * resid ** 2 - math.log(0.3 * math.sqrt(2 * math.pi))).sum((1, 2))
-    np.testing.assert_allclose(terms.log_likelihood, expected, rtol=1e-5)
+    np.testing.assert_allclose(terms.log_likelihood, np_log_likelihood(images, out.canvas), rtol=1e-5)
 
   @pytest.mark.parametrize('sd', [0.5, 2.0])
   def test_blurred_log_likelihood_is_of_both_images_blurred_by_hand(self, case, sd):
@@ -145,13 +151,8 @@ class TestElboTerms:
               for l in range(x.shape[2]):
                 y[b, i, j] += kernel(i - k) * kernel(j - l) * x[b, k, l]
       return y
-    resid = (blur(images) - blur(out.canvas)) / 0.3
-    expected = (-0.5 * resid ** 2 - math.log(0.3 * math.sqrt(2 * math.pi))).sum((1, 2))
-    config = default.get_config()
-    config.objective.update(WHERE_PRIOR)
-    kls = multi_mnist.Scene(config).object_kls(out)
-    terms = objectives.elbo_terms(out, images, **PRIOR, object_kls=kls, likelihood_blur=sd)
-    np.testing.assert_allclose(terms.log_likelihood, expected, rtol=1e-5)
+    terms = terms_of(out, images, likelihood_blur=sd)
+    np.testing.assert_allclose(terms.log_likelihood, np_log_likelihood(blur(images), blur(out.canvas)), rtol=1e-5)
 
   def test_masking(self, case):
     out, _, terms = case

@@ -162,7 +162,8 @@ class Scene:
   def draw(self, canvas, objects, z_pres):
     slot = jnp.arange(self.model.max_steps) == canvas['step']
     put = lambda old, new: jnp.where(slot.reshape((1, -1) + (1,) * (old.ndim - 2)), new[:, None], old)
-    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale)),
+    poses = renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale)
+    canvas = dict(ids=put(canvas['ids'], objects['identity']), poses=put(canvas['poses'], poses),
                   present=put(canvas['present'], z_pres), step=canvas['step'] + 1, image=canvas['image'])
     if self.model.difference_input:
       canvas['image'] = self._render_plain(canvas['ids'], canvas['poses'], canvas['present'])
@@ -174,7 +175,8 @@ class Scene:
   def render(self, canvas, objects, z_pres, key_fn):
     self.pool  # pylint: disable=pointless-statement  (starts the renderer now: a failure raises here, not in a callback)
     key = jax.random.key(0) if key_fn is None else key_fn()
-    return self._render(objects['identity'], renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale), z_pres, key)
+    poses = renderer_pose(objects['pose'], objects['identity'], self.objective.position_prior_scale)
+    return self._render(objects['identity'], poses, z_pres, key)
 
   # --- the objective ---
   def object_kls(self, out):
@@ -239,7 +241,6 @@ class Pictures:
     labels = [[shapes_3d.SHAPES[k] for k in row] for row in out['identity']]
     return pictures.grid(images, out['canvas'], out['z_pres'], boxes, true_counts=true_counts,
                          scale=self.scale, step_labels=labels)
-
 
 
 def rotation_error(predicted: np.ndarray, true: np.ndarray, shape: np.ndarray) -> np.ndarray:
