@@ -30,20 +30,24 @@ def elbo_terms_for(config: ml_collections.ConfigDict, out, images, prior) -> obj
 
 
 def make_loss_fn(config: ml_collections.ConfigDict):
-  """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior, learn_z_pres=True) -> (loss, aux).
+  """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior, learn_z_pres=True,
+  learn_discrete=True) -> (loss, aux).
 
   loss = mean over images of (surrogate - ELBO) + baseline regression loss: its gradient is the
   ELBO gradient estimate for the model and the baseline's squared-error gradient for the baseline.
   learn_z_pres False (the train step's first objective.z_pres_freeze_steps steps): q(z_pres) gets
   no gradient, neither the score term nor its KL's, so it keeps its initial (high) probability
-  while the object latents learn; the loss's value is the same."""
+  while the object latents learn; the loss's value is the same. learn_discrete False (the first
+  objective.discrete_freeze_steps steps): the same for q of the scene kind's discrete object
+  latents (3D: the identity keeps its initial, near-uniform q while each shape's rotation learns)."""
   air, baseline_net = build_models(config)
   scene = air.scene
 
-  def loss_fn(params, stats, images, key, prior, learn_z_pres=True):
+  def loss_fn(params, stats, images, key, prior, learn_z_pres=True, learn_discrete=True):
     out = air.apply({'params': params['model']}, images, rngs={'sample': key})
-    frozen = jax.lax.stop_gradient(out.z_pres_logits)
-    out = out._replace(z_pres_logits=jnp.where(learn_z_pres, out.z_pres_logits, frozen))
+    hold = lambda learn, x, held: jax.tree.map(lambda a, b: jnp.where(learn, a, b), x, held)
+    out = out._replace(z_pres_logits=hold(learn_z_pres, out.z_pres_logits, jax.lax.stop_gradient(out.z_pres_logits)),
+                       objects=hold(learn_discrete, out.objects, scene.hold_discrete(out.objects)))
     terms = elbo_terms_for(config, out, images, prior)
     updated = stats.update(terms.learning_signal, out.active, config.objective.signal_decay)
     # Centre and scale with the statistics of earlier batches (this batch's only at the start).

@@ -9,13 +9,16 @@ What an object is, how it is drawn and what the final rendering of the scene is 
 kind (2D Multi-MNIST: z_where and z_what, a learned decoder written through the glimpse; 3D: a shape
 identity and a pose, rendered by MuJoCo). The core owns the LSTM, the z_pres decisions and their
 order.
-In AIR the image's share of the LSTM gates, W x + b, is the same at every step and is computed
-once per image; DAIR projects its per-step input x - canvas_<i with the same W and b. Each step
+In AIR the image's share of the LSTM gates, W phi(x) + b, is the same at every step and is
+computed once per image; DAIR projects its per-step input x - canvas_<i with the same phi, W and b.
+phi is the pixels themselves (model.image_conv_features = (), the paper's encoder) or a stack of
+strided convolutions (modules.ConvFeatures; the 3D default: a linear map of the pixels cannot read
+an object's rotation, WORKSPACE.md session 12). Each step
 sows its encoder input (x or x - canvas_<i) into the 'intermediates' collection.
 With model.memoryless (DAIR only) the LSTM starts every step from a zero state and does not see
 the previous latents: each step infers the next object from x - canvas_<i alone.
 """
-from typing import Any, Dict, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple
 
 import chex
 import flax.linen as nn
@@ -34,7 +37,7 @@ class AIROutput(NamedTuple):
   objects: Dict[str, jax.Array]  # [B, N, ...] each step's object latents (the scene kind's names)
   canvas: jax.Array         # [B, H, W] the rendering of the objects with z_pres = 1: the likelihood's mean
   hidden: jax.Array         # [B, N, L] LSTM state that step i's latents were predicted from
-  image_features: jax.Array  # [B, 4L] the image's share of the LSTM gates, W x + b
+  image_features: jax.Array  # [B, 4L] the image's share of the LSTM gates, W phi(x) + b
 
 
 def matmul_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
@@ -50,6 +53,9 @@ def check_options(cfg: ml_collections.ConfigDict) -> None:
   if not cfg.z_pres_logit_bound >= 0:
     raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
                      f'{cfg.z_pres_logit_bound}')
+  if not all(isinstance(size, int) and size > 0 for size in cfg.image_conv_features):
+    raise ValueError('config.model.image_conv_features must be a tuple of positive ints (() = no '
+                     f'convolutions), got {cfg.image_conv_features!r}')
   if cfg.memoryless and not cfg.difference_input:
     raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
                      'in AIR every step would see the same image and infer the same object')
@@ -61,17 +67,17 @@ class AIRStep(nn.Module):
   config: ml_collections.ConfigDict
   scene: Any      # an air_jax.scenes scene kind
   use_mode: bool  # True: take q's modes (evaluation); False: sample
+  image_features: Callable[[jax.Array], jax.Array]  # phi: images [B, H, W] -> [B, F] (shared with AIR)
 
   @nn.compact
   def __call__(self, carry, images, image_gates, image_kernel, image_bias):
     cfg, scene = self.config, self.scene
     h, c, z_pres, feedback, canvas = carry
-    batch = images.shape[0]
 
     dtype = matmul_dtype(cfg)
     if cfg.difference_input:  # DAIR: what the canvas so far leaves unexplained
       encoder_input = images - scene.canvas_image(canvas)
-      image_gates = modules.matmul(encoder_input.reshape(batch, -1), image_kernel, dtype) + image_bias
+      image_gates = modules.matmul(self.image_features(encoder_input), image_kernel, dtype) + image_bias
     else:  # AIR: the image itself, projected once per image by the caller
       encoder_input = images
     self.sow('intermediates', 'encoder_input', encoder_input)
@@ -112,12 +118,16 @@ class AIR(nn.Module):
     check_options(cfg)
     self.scene.check()
     chex.assert_rank(images, 3)
-    batch, height, width = images.shape
+    batch = images.shape[0]
+    if cfg.image_conv_features:
+      image_features = modules.ConvFeatures(tuple(cfg.image_conv_features), name='image_conv')
+    else:
+      image_features = lambda x: x.reshape(x.shape[0], -1)
+    features = image_features(images)  # once per image
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),
-                              (height * width, 4 * cfg.lstm_size))
+                              (features.shape[-1], 4 * cfg.lstm_size))
     image_bias = self.param('image_bias', nn.initializers.zeros, (4 * cfg.lstm_size,))
-    # once per image
-    image_gates = modules.matmul(images.reshape(batch, -1), image_kernel, matmul_dtype(cfg)) + image_bias
+    image_gates = modules.matmul(features, image_kernel, matmul_dtype(cfg)) + image_bias
 
     steps = nn.scan(AIRStep, variable_broadcast='params', variable_axes={'intermediates': 0},
                     split_rngs={'params': False, 'sample': True},
@@ -126,7 +136,7 @@ class AIR(nn.Module):
     zeros = lambda *shape: jnp.zeros((batch,) + shape, images.dtype)
     carry = (zeros(cfg.lstm_size), zeros(cfg.lstm_size), jnp.ones((batch,), images.dtype),
              zeros(self.scene.feedback_size), self.scene.empty_canvas(images))
-    carry, per_step = steps(cfg, self.scene, use_mode, name='step')(carry, images, image_gates,
+    carry, per_step = steps(cfg, self.scene, use_mode, image_features, name='step')(carry, images, image_gates,
                                                                     image_kernel, image_bias)
     per_step = jax.tree.map(lambda v: jnp.moveaxis(v, 0, 1), per_step)  # [N, B, ...] -> [B, N, ...]
     sample_key = None if use_mode else (lambda: self.make_rng('sample'))

@@ -86,6 +86,19 @@ def gaussian_params(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
   return loc, nn.softplus(raw_scale) + SCALE_FLOOR
 
 
+class ConvFeatures(nn.Module):
+  """images [B, H, W] -> features [B, F]: 3x3 convolutions of stride 2, each followed by a ReLU,
+  flattened (F = features[-1] * ceil(H / 2^k) * ceil(W / 2^k) for k layers). Runs in float32."""
+  features: Sequence[int]
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = images[..., None]
+    for size in self.features:
+      x = nn.relu(nn.Conv(size, (3, 3), strides=2)(x))
+    return x.reshape(x.shape[0], -1)
+
+
 class PresWhereHead(nn.Module):
   """h [B, L] -> q(z_pres) logit [B], q(z_where) loc [B, 3] and scale [B, 3].
 

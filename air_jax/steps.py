@@ -118,7 +118,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
     prior = z_pres_prior_at(state.step, config.objective)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.signal_stats, images, key, prior,
-        state.step >= config.objective.z_pres_freeze_steps)
+        state.step >= config.objective.z_pres_freeze_steps,
+        state.step >= config.objective.discrete_freeze_steps)
     # A norm is finite iff every entry is (or it overflowed: a step to skip as well): one reduction
     # per network instead of an isfinite pass per leaf; the model's is also the grad_norm metric.
     grad_norms = {name: optax.tree.norm(g) for name, g in grads.items()}

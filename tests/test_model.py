@@ -259,3 +259,46 @@ def test_continuous_latents_are_loc_plus_scale_times_standard_normal(many_sample
            'z_where coordinates': (where[:, 0, 0, 0], where[:, 0, 0, 1])}
   for pair, (a, b) in pairs.items():
     assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(len(a)), pair
+
+
+def by_hand_conv_features(params, images):
+  """modules.ConvFeatures by lax: 3x3 stride-2 'SAME' convolutions + ReLU, flattened."""
+  x = jnp.asarray(images)[..., None]
+  for k in range(len(params)):
+    layer = params[f'Conv_{k}']
+    x = jax.lax.conv_general_dilated(x, layer['kernel'], (2, 2), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = jnp.maximum(x + layer['bias'], 0.0)
+  return x.reshape(len(x), -1)
+
+
+def test_convolutional_image_encoder(scene_batch):
+  """image_conv_features: the image's gates are W phi(x) + b with phi the convolutions; in
+  memoryless DAIR each step's LSTM state is the LSTM cell from zeros on W phi(x - canvas_<i) + b."""
+  config = helpers.smoke_config('')
+  config.model.image_conv_features = (4, 6)
+  config.model.difference_input = config.model.memoryless = True
+  air = scenes.air_for(config)
+  images = jnp.asarray(scene_batch['image'][:B], jnp.float32) / 255.0
+  variables = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)
+  params = variables['params']
+  chex.assert_shape(params['image_kernel'], (13 * 13 * 6, 4 * config.model.lstm_size))
+  out, state = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)},
+                         mutable='intermediates')
+  gates_of = lambda x: by_hand_conv_features(params['image_conv'], x) @ params['image_kernel'] + params['image_bias']
+  np.testing.assert_allclose(out.image_features, gates_of(images), atol=1e-5)
+  encoder_inputs = state['intermediates']['step']['encoder_input'][0]  # [N, B, H, W]
+  for i in range(config.model.max_steps):
+    i_gate, _, g_gate, o_gate = np.split(np.asarray(gates_of(encoder_inputs[i])), 4, axis=-1)
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))
+    expected = sigmoid(o_gate) * np.tanh(sigmoid(i_gate) * np.tanh(g_gate))
+    np.testing.assert_allclose(out.hidden[:, i], expected, atol=1e-5)
+  assert not np.allclose(encoder_inputs[1], encoder_inputs[0])  # the check saw a drawn canvas
+
+
+def test_bad_image_conv_features_are_refused():
+  config = helpers.smoke_config('')
+  config.model.image_conv_features = (4, 0)
+  with pytest.raises(ValueError, match='image_conv_features must be a tuple of positive ints'):
+    scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+                                jnp.zeros((2, 50, 50)))

@@ -3,11 +3,13 @@ evaluation, pictures), air_jax.infer reads its workdir, DAIR's canvas is the ren
 before, and q's identity and pose are what the loss scores and renders."""
 import pathlib
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from air_jax import infer
+from air_jax import loss as loss_lib
 from air_jax import scenes
 from air_jax import steps
 from air_jax import train
@@ -86,6 +88,36 @@ def test_the_render_is_of_the_present_objects_only():
   assert np.asarray(out.z_pres).sum() > 0 and (np.asarray(out.z_pres) == 0).any()
 
 
+def test_rotation_is_the_sampled_shapes_own_and_its_kl_is_averaged_over_q_identity():
+  """q(u | identity = k) per shape: an object's pose is its position and the rotation of its
+  sampled shape (q's modes: the argmax shape's means); the pose KL is
+  KL(q(z0, z1) || N(0, I)) + sum_k q(k) KL(q(u | k) || N(0, I))."""
+  config = smoke_config('', z_pres_logit_bias=0.0)
+  scene = scenes.scene_of(config)
+  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
+  air = scenes.air_for(config)
+  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  kl = lambda loc, scale: (0.5 * (np.square(loc) + np.square(scale) - 1) - np.log(scale)).sum(-1)
+  for use_mode in (False, True):
+    out = air.apply({'params': params}, images, use_mode=use_mode, rngs={'sample': jax.random.key(5)})
+    o = jax.tree.map(np.asarray, out.objects)
+    chex.assert_shape([o['rotation_loc'], o['rotation_scale']], (4, config.model.max_steps, 3, 2))
+    ids = o['identity']
+    if use_mode:
+      np.testing.assert_array_equal(ids, o['identity_logits'].argmax(-1))
+      np.testing.assert_array_equal(o['pose'][..., :2], o['position_loc'])
+      np.testing.assert_array_equal(o['pose'][..., 2:], np.take_along_axis(o['rotation_loc'], ids[..., None, None], 2)[:, :, 0])
+    else:
+      own = np.take_along_axis(o['rotation_loc'], ids[..., None, None], 2)[:, :, 0]
+      own_scale = np.take_along_axis(o['rotation_scale'], ids[..., None, None], 2)[:, :, 0]
+      noise = (o['pose'][..., 2:] - own) / own_scale
+      assert np.abs(noise).max() < 6 and 0.3 < noise.std() < 3  # a draw around its own shape's mean
+      assert len(np.unique(ids)) > 1  # the check saw more than one shape
+    q = np.exp(o['identity_logits']) / np.exp(o['identity_logits']).sum(-1, keepdims=True)
+    expected = kl(o['position_loc'], o['position_scale']) + (q * kl(o['rotation_loc'], o['rotation_scale'])).sum(-1)
+    np.testing.assert_allclose(scene.object_kls(out)['pose'], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dair_reads_the_image_minus_the_render_of_the_steps_before():
   config = smoke_config('', difference_input=True)
   scene = scenes.scene_of(config)
@@ -114,10 +146,30 @@ def test_one_train_step_moves_the_pose_head_by_finite_differences(tmp_path):
   before = jax.tree.map(np.asarray, state.params['model']['step']['object_head'])
   state, metrics = steps.make_train_step(config)(state, batch['image'], batch['count'], jax.random.key(1))
   after = jax.tree.map(np.asarray, state.params['model']['step']['object_head'])
-  kernel = lambda p: p['MLP_0']['Dense_1']['dense']['kernel']  # columns: logit, K identity, 8 pose
+  kernel = lambda p: p['MLP_0']['Dense_1']['dense']['kernel']  # columns: logit, K identity, 2 x (2 + 2K) pose
   moved = np.abs(kernel(after) - kernel(before)).max(0)
   assert np.all(moved > 0), moved
   assert np.isfinite(float(metrics['loss'])) and float(metrics['kl_identity']) >= 0
+
+
+def test_a_frozen_identity_gets_no_gradient_and_the_loss_is_the_same():
+  """learn_discrete False (objective.discrete_freeze_steps): the identity logits' columns of the
+  object head get exactly no gradient (neither REINFORCE nor the KLs), the pose's still do."""
+  config = smoke_config('')
+  scene = scenes.scene_of(config)
+  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
+  state = steps.init_state(config, jax.random.key(0))
+  loss_fn = loss_lib.make_loss_fn(config)
+  column = lambda g: np.asarray(g['model']['step']['object_head']['MLP_0']['Dense_1']['dense']['kernel'])
+  results = {}
+  for learn in (True, False):
+    (value, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.signal_stats, images, jax.random.key(1), 1e-4, True, learn)
+    results[learn] = float(value), np.abs(column(grads)).max(0)
+  k = len(shapes_3d.SHAPES)
+  np.testing.assert_allclose(results[False][0], results[True][0], rtol=1e-6)
+  assert np.all(results[True][1][1:1 + k] > 0) and np.all(results[False][1][1:1 + k] == 0)
+  assert np.all(results[False][1][1 + k:] > 0)
 
 
 def test_bad_3d_settings_are_refused():

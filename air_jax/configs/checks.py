@@ -31,7 +31,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.objective.likelihood_scale must be positive, got {objective.likelihood_scale}')
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f'config.ema_decay must be in [0, 1) (0: no parameter average), got {config.ema_decay}')
-  for name in ('likelihood_blur', 'z_pres_freeze_steps'):
+  for name in ('likelihood_blur', 'z_pres_freeze_steps', 'discrete_freeze_steps'):
     if not objective[name] >= 0:
       raise ValueError(f'config.objective.{name} must be >= 0, got {objective[name]}')
   if not 0 <= objective.signal_decay < 1:

@@ -26,6 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_steps=3,            # one more than the most objects, so the model can say "stop"
       difference_input=False,  # True: DAIR (the LSTM sees image - canvas so far)
       memoryless=False,       # DAIR only: step i sees x - canvas_<i and nothing else (no LSTM memory)
+      # The image encoder phi (air_jax.model): () = the pixels, linearly projected into the LSTM
+      # gates (the paper's); (32, 64, ...) = 3x3 stride-2 convolutions of these widths first.
+      image_conv_features=(),
       lstm_size=256,
       predictor_hidden=200,
       encoder_hidden=200,
@@ -63,6 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # q(z_pres) gets no gradient for this many first steps (its logit starts at
       # model.z_pres_logit_bias): the object latents learn before objects can be switched off.
       z_pres_freeze_steps=0,
+      # The same for q of the scene kind's discrete object latents (3D: the shape identity).
+      discrete_freeze_steps=0,
   ))
 
   config.batch_size = 64            # global batch (split over all devices)

@@ -34,10 +34,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                'decoder_bias', 'composition'):
     del model[name]  # the 2D object latents and decoder: not in this scene kind
   model.max_steps = 4
+  # A convolutional image encoder: a linear map of the pixels (the 2D default) reads an object's
+  # shape but not its rotation (supervised probe: rotation at chance; 3 convolutions: cube 2.5 deg;
+  # WORKSPACE.md session 12).
+  model.image_conv_features = (32, 64, 64)
   # q(pose)'s initial sd, in prior units (x 0.3 m for positions): 0.1, about an object's width
   # (0.69 = softplus(0) spread samples over the floor and the finite differences saw nothing).
   model.initial_pose_scale = 0.1
-  # Objects start present (q(z_pres) = sigmoid(3) = 0.95) and stay so for the first 600 steps:
+  # Objects start present (q(z_pres) = sigmoid(3) = 0.95) and stay so for the first 1,500 steps:
   # a misplaced object costs more than no object, so a learnt z_pres turned every object off within
   # 100 steps, before any pose had learnt (session 11 probes, WORKSPACE.md).
   model.z_pres_logit_bias = 3.0
@@ -48,9 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # explain was pushed off the floor (that lowers the error too): free poses fitted by Adam found 9
   # of 16 objects, with the blur 15 of 16 (session 11 probes, WORKSPACE.md).
   objective.likelihood_blur = 2.0
-  objective.z_pres_freeze_steps = 600
+  objective.z_pres_freeze_steps = 1_500
+  # q(identity) held at its initial (near-uniform) q as long: every shape's rotation gets samples
+  # before the identity settles (identity 0.36 -> 0.48 on one-object probes; WORKSPACE.md session 13).
+  objective.discrete_freeze_steps = 1_500
   objective.position_prior_scale = 0.3  # p(x), p(y) = N(0, 0.3^2) metres (centres lie within +-0.45)
-  # Rotation: u = (u0, u1) ~ N(0, I), theta = atan2(u1, u0): uniform over the circle.
+  # Rotation: u = (u0, u1) ~ N(0, I) per shape, theta = atan2(u1, u0) / m (scenes/shapes_3d.py).
   objective.gradient = 'central'        # pose gradients: 'central' differences or 'spsa'
   objective.position_step = 0.03        # finite-difference step of x and y (metres; ~0.7 px at 32x32)
   objective.rotation_step = 0.15        # finite-difference step of theta (radians)
@@ -63,11 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.num_train = 32
     config.data.num_eval = 8
     model.lstm_size = 16
+    model.image_conv_features = (4, 4)
     model.predictor_hidden = model.baseline_hidden = 16
     config.batch_size = 8
     config.eval_batch_size = 8
     config.num_train_steps = 4
-    config.objective.z_pres_freeze_steps = 2  # both phases run
+    config.objective.z_pres_freeze_steps = config.objective.discrete_freeze_steps = 2  # both phases run
     config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}: use '' or 'smoke'")

@@ -16,6 +16,7 @@ whole config, offers:
     render(canvas, objects [B, N, ...], z_pres [B, N], key_fn) -> [B, H, W]   the likelihood's mean
     object_kls(out) -> {name: [B, N]}  per-step KL of each object latent (unmasked)
     discrete_log_prob(out) -> [B, N]  log q of the step's sampled discrete object latents (REINFORCE)
+    hold_discrete(objects) -> objects  the same, q(discrete latents)'s parameters behind a stop-gradient
     check()                           raises ValueError naming a bad scene setting
     sources(log) -> (train, eval)     random-access sources of {'image' uint8, 'count', ...}
     pictures(scale) -> Pictures       picture(params, images, true counts) -> uint8 RGB grid

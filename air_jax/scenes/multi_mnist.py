@@ -95,6 +95,9 @@ class Scene:
   def discrete_log_prob(self, out):
     return jnp.zeros_like(out.z_pres)  # no discrete object latents
 
+  def hold_discrete(self, objects):
+    return objects  # no discrete object latents
+
   def summary(self, objects):
     """What evaluation and inference report of q's modes: z_where [B, N, 3], boxes [B, N, 4] (the
     windows in pixels, glimpse.boxes) and z_what [B, N, D]."""

@@ -21,8 +21,14 @@ degrees: the rotation of cubes and cylinders never left its initial guess (sessi
 Per step (after the core's z_pres_i), from the LSTM state h_i:
     q(identity_i) = Cat(softmax(l_i)), sampled: a discrete latent, REINFORCE with the same NVIL
                     baseline and credit assignment as z_pres (air_jax.loss)
-    q(pose_i) = N(loc_i, scale_i), reparameterised; d log p(x | z) / d pose by finite differences
-                    of the renderer (air_jax.black_box: central differences or SPSA)
+    q(z0, z1) = N(loc_i, scale_i) and q(u | identity_i = k) = N(loc_ik, scale_ik): one rotation per
+                    shape, the sampled shape's rendered; reparameterised; d log p(x | z) / d pose by
+                    finite differences of the renderer (air_jax.black_box: central differences or SPSA)
+    KL(q || p) = KL(q(identity) || U(K)) + KL(q(z0, z1) || N(0, I)) + sum_k q(k) KL(q(u | k) || N(0, I))
+Why a rotation per shape: u means m_k theta, another angle for each shape, and the best fit of a
+wrong shape sits at another angle (a cylinder on a cube's face); one u shared by all shapes got the
+average of their pulls, and identity settled on the sphere (no rotation to get wrong) before any
+rotation was learnt (session 13 probes).
 DAIR: the canvas of step i is the render of the objects of steps < i (no gradient flows through it).
 """
 import functools
@@ -44,8 +50,9 @@ SHAPES = shapes_3d.SHAPES
 
 
 class ObjectHead(nn.Module):
-  """h [B, L] -> q(z_pres) logit [B], q(identity) logits [B, K], q(pose) loc and scale [B, 4].
-  The logit is bounded like modules.PresWhereHead's."""
+  """h [B, L] -> q(z_pres) logit [B], q(identity) logits [B, K], q(position) loc and scale [B, 2],
+  q(u | identity = k) loc and scale [B, K, 2] (one rotation per shape). The logit is bounded like
+  modules.PresWhereHead's."""
   hidden: int
   num_shapes: int
   z_pres_logit_bias: float
@@ -55,15 +62,17 @@ class ObjectHead(nn.Module):
 
   @nn.compact
   def __call__(self, h):
-    out = modules.MLP([self.hidden, 1 + self.num_shapes + 2 * POSE_SIZE], dtype=self.dtype)(h)
+    k = self.num_shapes
+    out = modules.MLP([self.hidden, 1 + k + 2 * (2 + 2 * k)], dtype=self.dtype)(h)
     logit = out[:, 0] + self.z_pres_logit_bias
     if self.logit_bound > 0:
       logit = self.logit_bound * jnp.tanh(logit / self.logit_bound)
-    identity_logits = out[:, 1:1 + self.num_shapes]
+    identity_logits = out[:, 1:1 + k]
     raw_scale_bias = np.log(np.expm1(self.initial_pose_scale - modules.SCALE_FLOOR))  # softplus^-1
-    loc, raw_scale = jnp.split(out[:, 1 + self.num_shapes:], 2, axis=-1)
+    loc, raw_scale = jnp.split(out[:, 1 + k:], 2, axis=-1)
     loc, scale = modules.gaussian_params(jnp.concatenate([loc, raw_scale + raw_scale_bias], -1))
-    return logit, identity_logits, loc, scale
+    rotation = lambda a: a[:, 2:].reshape(-1, k, 2)
+    return logit, identity_logits, loc[:, :2], scale[:, :2], rotation(loc), rotation(scale)
 
 
 # Rotational symmetry of each shape about the vertical axis (radians); a sphere's rotation is invisible.
@@ -86,8 +95,9 @@ def world_of(data: ml_collections.ConfigDict, counts) -> shapes_3d.World:
 
 
 class Scene:
-  """Shapes 3D: objects {identity_logits [.., K], identity [..] int32, pose_loc, pose_scale,
-  pose [.., 4] = (z0, z1, u0, u1)} (see renderer_pose)."""
+  """Shapes 3D: objects {identity_logits [.., K], identity [..] int32, position_loc, position_scale
+  [.., 2], rotation_loc, rotation_scale [.., K, 2], pose [.., 4] = (z0, z1, u0, u1) of the sampled
+  identity} (see renderer_pose)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -131,20 +141,25 @@ class Scene:
   # --- inside the core's step ---
   def predict(self, h):
     cfg = self.model
-    logit, identity_logits, loc, scale = ObjectHead(
+    logit, *head = ObjectHead(
         cfg.predictor_hidden, self.num_shapes, cfg.z_pres_logit_bias, cfg.z_pres_logit_bound,
         cfg.initial_pose_scale, dtype=model_lib.matmul_dtype(cfg), name='object_head')(h)
-    return logit, (identity_logits, loc, scale)
+    return logit, tuple(head)
 
   def sample(self, head, images, key_fn):
-    identity_logits, loc, scale = head
+    identity_logits, position_loc, position_scale, rotation_loc, rotation_scale = head
+    loc = jnp.concatenate([position_loc, rotation_loc.reshape(len(position_loc), -1)], -1)
+    scale = jnp.concatenate([position_scale, rotation_scale.reshape(len(position_loc), -1)], -1)
     if key_fn is None:
-      identity, pose = jnp.argmax(identity_logits, -1), loc
+      identity, latents = jnp.argmax(identity_logits, -1), loc
     else:
       identity = jax.random.categorical(key_fn(), identity_logits)
-      pose = loc + scale * jax.random.normal(key_fn(), loc.shape)
+      latents = loc + scale * jax.random.normal(key_fn(), loc.shape)
     identity = identity.astype(jnp.int32)
-    objects = dict(identity_logits=identity_logits, identity=identity, pose_loc=loc, pose_scale=scale,
+    rotations = latents[:, 2:].reshape(rotation_loc.shape)
+    pose = jnp.concatenate([latents[:, :2], jnp.take_along_axis(rotations, identity[:, None, None], 1)[:, 0]], -1)
+    objects = dict(identity_logits=identity_logits, identity=identity, position_loc=position_loc,
+                   position_scale=position_scale, rotation_loc=rotation_loc, rotation_scale=rotation_scale,
                    pose=pose)
     return objects, jnp.concatenate([jax.nn.one_hot(identity, self.num_shapes), pose], axis=-1)
 
@@ -181,11 +196,17 @@ class Scene:
   # --- the objective ---
   def object_kls(self, out):
     objects = out.objects
+    rotation_kls = objectives.normal_kl(objects['rotation_loc'], objects['rotation_scale'], 0.0, 1.0).sum(-1)
+    position_kl = objectives.normal_kl(objects['position_loc'], objects['position_scale'], 0.0, 1.0).sum(-1)
     return dict(identity=objectives.categorical_kl_uniform(objects['identity_logits']),
-                pose=objectives.normal_kl(objects['pose_loc'], objects['pose_scale'], 0.0, 1.0).sum(-1))
+                pose=position_kl + (jax.nn.softmax(objects['identity_logits']) * rotation_kls).sum(-1))
 
   def discrete_log_prob(self, out):
     return objectives.categorical_log_prob(out.objects['identity'], out.objects['identity_logits'])
+
+  def hold_discrete(self, objects):
+    """objects with q(identity)'s logits behind a stop-gradient (objective.discrete_freeze_steps)."""
+    return dict(objects, identity_logits=jax.lax.stop_gradient(objects['identity_logits']))
 
   def summary(self, objects):
     """What evaluation and inference report of q's modes: identity [B, N] (shapes_3d.SHAPES
