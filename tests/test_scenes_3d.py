@@ -172,9 +172,28 @@ def test_a_frozen_identity_gets_no_gradient_and_the_loss_is_the_same():
   assert np.all(results[False][1][1 + k:] > 0)
 
 
+def test_overlap_is_the_soft_exclusion_of_intersecting_objects():
+  """overlap_i = c sum_{j<i} z_j relu(1 - d_ij / 2r)^2 in metres, r the footprint radius: zero for
+  objects as far apart as the world puts them, largest for one on top of another, and only the
+  earlier present objects count."""
+  config = smoke_config('')
+  scene = scenes.scene_of(config)
+  s, r, c = config.objective.position_prior_scale, scene.world.footprint_radius, config.objective.overlap_penalty
+  position = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.6], [0.0, 0.0]])  # metres
+  pose = np.concatenate([position / s, np.ones((4, 2))], -1)[None].astype(np.float32)
+  for z_pres in ([1, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 1]):
+    z = np.array([z_pres], np.float32)
+    closeness = lambda i, j: max(0.0, 1 - np.linalg.norm(position[i] - position[j]) / (2 * r)) ** 2
+    expected = [c * sum(z[0, j] * closeness(i, j) for j in range(i)) for i in range(4)]
+    np.testing.assert_allclose(scene.overlap(pose, z)[0], expected, rtol=1e-5, atol=1e-4)
+  assert expected[2] == 0 and expected[1] > 0  # 0.6 m apart: free; 0.1 m: charged
+  np.testing.assert_allclose(scene.overlap(pose, np.ones((1, 4), np.float32))[0, 3], c * (1 + closeness(3, 1)), rtol=1e-5)
+
+
 def test_bad_3d_settings_are_refused():
   for field, value, fragment in (('gradient', 'forward', 'config.objective.gradient'),
-                                 ('position_step', 0.0, 'config.objective.position_step')):
+                                 ('position_step', 0.0, 'config.objective.position_step'),
+                                 ('overlap_penalty', -1.0, 'config.objective.overlap_penalty')):
     config = smoke_config('')
     config.objective[field] = value
     with pytest.raises(ValueError, match=fragment):

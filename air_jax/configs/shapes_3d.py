@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # q(identity) held at its initial (near-uniform) q as long: every shape's rotation gets samples
   # before the identity settles (identity 0.36 -> 0.48 on one-object probes; WORKSPACE.md session 13).
   objective.discrete_freeze_steps = 1_500
+  # -log p of two objects' centres closer than 2 footprint radii (they cannot intersect): nats at
+  # full overlap (scenes/shapes_3d.py; 0: none).
+  objective.overlap_penalty = 100.0
   objective.position_prior_scale = 0.3  # p(x), p(y) = N(0, 0.3^2) metres (centres lie within +-0.45)
   # Rotation: u = (u0, u1) ~ N(0, I) per shape, theta = atan2(u1, u0) / m (scenes/shapes_3d.py).
   objective.gradient = 'central'        # pose gradients: 'central' differences or 'spsa'
