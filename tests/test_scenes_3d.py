@@ -139,7 +139,7 @@ def test_one_train_step_moves_the_pose_head_by_finite_differences(tmp_path):
   head (through REINFORCE): one train step changes both."""
   config = smoke_config(tmp_path)
   config.batch_size = 8
-  config.objective.z_pres_freeze_steps = 0  # the z_pres logit's column moves too
+  config.objective.z_pres_freeze_steps = config.objective.discrete_freeze_steps = 0  # every column moves
   scene = scenes.scene_of(config)
   batch = scene.scenes('train').__getitems__(range(8))
   state = steps.init_state(config, jax.random.key(0))
