@@ -5,6 +5,8 @@ See air_jax.objectives for the estimator's math. The discrete decisions of step 
 when the step is present, the scene kind's discrete object latents d_i (3D: the shape identity):
     log q(discrete_i) = log Bern(z_pres_i; q_i) + z_i log q(d_i),
 scored with the same per-step advantage a_i (the signal of step i's decisions is the same l_i).
+A scene kind may instead sum the expectation over d_i exactly (scene.enumerated_discrete: 3D with
+objective.discrete_gradient 'enumerate'; objectives.enumerated_surrogate); z_pres is scored as ever.
 """
 import jax
 import jax.numpy as jnp
@@ -58,6 +60,12 @@ def make_loss_fn(config: ml_collections.ConfigDict):
     discrete_log_prob = (objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)
                          + out.z_pres * scene.discrete_log_prob(out))
     surrogate = objectives.reinforce_surrogate(discrete_log_prob, advantage, out.active)
+    enumerated = scene.enumerated_discrete(out)
+    if enumerated is not None:  # discrete object latents whose expectation is summed, not scored
+      probs, canvases = enumerated
+      alternatives = objectives.log_likelihood(images, canvases, config.objective.likelihood_scale,
+                                               config.objective.likelihood_blur)
+      surrogate += objectives.enumerated_surrogate(probs, alternatives, out.z_pres)
     baseline_loss = (out.active * jnp.square(target - baseline)).sum(-1).mean()
     loss = (surrogate - terms.elbo).mean() + baseline_loss
     aux = dict(out=out, terms=terms, stats=updated, baseline_loss=baseline_loss,

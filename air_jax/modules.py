@@ -5,6 +5,7 @@ from typing import Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SCALE_FLOOR = 1e-4  # lower bound on every posterior standard deviation
 
@@ -99,23 +100,34 @@ class ConvFeatures(nn.Module):
     return x.reshape(x.shape[0], -1)
 
 
+def scale_bias(initial_scale: float) -> float:
+  """The raw-scale bias b with softplus(b) + SCALE_FLOOR = initial_scale (gaussian_params's scale
+  of a zero output); 0.0 (softplus(0) + floor = 0.69 + floor) when initial_scale is 0."""
+  return float(np.log(np.expm1(initial_scale - SCALE_FLOOR))) if initial_scale > 0 else 0.0
+
+
 class PresWhereHead(nn.Module):
-  """h [B, L] -> q(z_pres) logit [B], q(z_where) loc [B, 3] and scale [B, 3].
+  """h [B, L] -> q(z_pres) logit [B], q(where) loc [B, D] and scale [B, D] (2D: z_where, D = 3;
+  3D: the floor position, D = 2).
 
   With logit_bound L > 0 the logit is L tanh(a / L): q(z_pres) stays within sigmoid(+-L), so
-  every decision keeps being explored and neither its score nor its KL gradient vanishes."""
+  every decision keeps being explored and neither its score nor its KL gradient vanishes.
+  initial_scale > 0: q(where)'s standard deviation starts there (0: at softplus(0) + floor)."""
   hidden: int
   z_pres_logit_bias: float
   dtype: jnp.dtype = jnp.float32
   logit_bound: float = 0.0
+  where_size: int = 3
+  initial_scale: float = 0.0
 
   @nn.compact
   def __call__(self, h: jax.Array):
-    out = MLP([self.hidden, 7], dtype=self.dtype)(h)
+    out = MLP([self.hidden, 1 + 2 * self.where_size], dtype=self.dtype)(h)
     logit = out[:, 0] + self.z_pres_logit_bias
     if self.logit_bound > 0:
       logit = self.logit_bound * jnp.tanh(logit / self.logit_bound)
-    loc, scale = gaussian_params(out[:, 1:])
+    loc, raw_scale = jnp.split(out[:, 1:], 2, axis=-1)
+    loc, scale = gaussian_params(jnp.concatenate([loc, raw_scale + scale_bias(self.initial_scale)], -1))
     return logit, loc, scale
 
 

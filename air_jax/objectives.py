@@ -81,6 +81,16 @@ def blur_matrix(size: int, sd: float) -> jax.Array:
   return jnp.exp(-0.5 * jnp.square(offsets / sd)) / (sd * math.sqrt(2 * math.pi))
 
 
+def log_likelihood(images: jax.Array, canvas: jax.Array, scale: float, blur: float = 0.0) -> jax.Array:
+  """log N(K x K^T; K canvas K^T, scale^2 I) summed over pixels, K the blur_matrix of `blur`
+  pixels (none when 0). images [B, H, W], canvas [B, ..., H, W] -> [B, ...]."""
+  images = images.reshape(images.shape[:1] + (1,) * (canvas.ndim - 3) + images.shape[1:])
+  if blur > 0:
+    rows, cols = (blur_matrix(n, blur) for n in images.shape[-2:])
+    images, canvas = (jnp.einsum('ij,...jk,lk->...il', rows, x, cols) for x in (images, canvas))
+  return normal_log_prob(images, canvas, scale).sum(axis=(-2, -1))
+
+
 def elbo_terms(out: AIROutput, images: jax.Array, *, likelihood_scale: float,
                z_pres_prior: float | jax.Array, object_kls: dict, likelihood_blur: float = 0.0) -> ELBOTerms:
   """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]; object_kls: name -> [B, N]
@@ -88,20 +98,16 @@ def elbo_terms(out: AIROutput, images: jax.Array, *, likelihood_scale: float,
   likelihood_blur > 0: the likelihood is of the image blurred by a Gaussian of that many pixels,
   log N(K x K^T; K canvas K^T, sigma^2 I): an object that misses the one it should explain still
   overlaps it once both are blurred, so a black-box renderer's finite differences see the way."""
-  canvas = out.canvas
-  if likelihood_blur > 0:
-    rows, cols = (blur_matrix(n, likelihood_blur) for n in images.shape[1:])
-    images, canvas = (jnp.einsum('ij,bjk,lk->bil', rows, x, cols) for x in (images, canvas))
-  log_likelihood = normal_log_prob(images, canvas, likelihood_scale).sum(axis=(1, 2))
+  log_px = log_likelihood(images, out.canvas, likelihood_scale, likelihood_blur)
   kl_pres = out.active * bernoulli_kl(out.z_pres_logits, z_pres_prior)
   kl_objects = {name: out.z_pres * kl for name, kl in object_kls.items()}
   kl_object = sum(kl_objects.values())
-  elbo = log_likelihood - (kl_pres + kl_object).sum(-1)
+  elbo = log_px - (kl_pres + kl_object).sum(-1)
 
   reverse_cumsum = lambda x: jnp.flip(jnp.cumsum(jnp.flip(x, -1), -1), -1)
   later_kl_pres = reverse_cumsum(kl_pres) - kl_pres  # sum_{j > i}
-  signal = log_likelihood[:, None] - reverse_cumsum(kl_object) - later_kl_pres
-  return ELBOTerms(log_likelihood, kl_pres, kl_objects, elbo, jax.lax.stop_gradient(signal))
+  signal = log_px[:, None] - reverse_cumsum(kl_object) - later_kl_pres
+  return ELBOTerms(log_px, kl_pres, kl_objects, elbo, jax.lax.stop_gradient(signal))
 
 
 @flax.struct.dataclass
@@ -146,3 +152,15 @@ def reinforce_surrogate(discrete_log_prob: jax.Array, advantage: jax.Array,
   """Per-image surrogate whose gradient is the score-function term of -ELBO:
   -sum_i m_i stop_gradient(a_i) grad log q(discrete decisions of step i). Inputs [B, N] -> [B]."""
   return -(active * jax.lax.stop_gradient(advantage) * discrete_log_prob).sum(-1)
+
+
+def enumerated_surrogate(probs: jax.Array, alternatives: jax.Array, present: jax.Array) -> jax.Array:
+  """Per-image surrogate whose gradient is the local-expectation gradient of -ELBO with respect to
+  a categorical object latent d_i ~ Cat(probs_i) (Titsias and Lazaro-Gredilla, 2015):
+      -sum_i z_i sum_k grad q_ik (f_ik - sum_k' q_ik' f_ik'),
+  f_ik = log p(x | d_i = k, everything else as sampled) (`alternatives`, no gradient): the
+  expectation over d_i is summed exactly instead of scored from one draw. probs, alternatives
+  [B, N, K], present [B, N] -> [B]."""
+  alternatives = jax.lax.stop_gradient(alternatives)
+  centred = alternatives - (jax.lax.stop_gradient(probs) * alternatives).sum(-1, keepdims=True)
+  return -(present * (probs * centred).sum(-1)).sum(-1)

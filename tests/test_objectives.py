@@ -305,3 +305,27 @@ class TestReinforce:
                                  argnums=(0, 1))(log_prob, advantage)
     np.testing.assert_allclose(g_log_prob, [[-2.0, 3.0, 0.0]])
     np.testing.assert_array_equal(g_adv, 0.0)
+
+
+class TestEnumerated:
+  """Cat(softmax(l)) over K = 3 with known f: d E[f] / d l_k = q_k (f_k - sum_j q_j f_j)."""
+
+  def test_gradient_is_the_exact_expectation_and_reinforces_mean(self):
+    logits = jnp.array([[[0.2, -0.5, 1.0], [0.0, 0.3, -0.2]]])  # [B=1, N=2, K=3]
+    f = jnp.array([[[10.0, -2.0, 4.0], [1.0, 7.0, -3.0]]])
+    present = jnp.array([[1.0, 0.0]])  # the second step is absent: no gradient
+    grad = jax.grad(lambda l: objectives.enumerated_surrogate(jax.nn.softmax(l), f, present).sum())(logits)
+    q = np.asarray(jax.nn.softmax(logits))
+    expected = -q * (np.asarray(f) - (q * np.asarray(f)).sum(-1, keepdims=True))
+    np.testing.assert_allclose(grad[0, 0], expected[0, 0], rtol=1e-5)
+    np.testing.assert_array_equal(grad[0, 1], 0.0)
+    # The same as the mean of the score-function estimate over many draws (what REINFORCE estimates).
+    draws = jax.random.categorical(jax.random.key(0), logits[0, 0], shape=(100_000,))
+    score = lambda l, k: -jnp.asarray(f)[0, 0, k] * jax.nn.log_softmax(l)[k]
+    reinforce = np.asarray(jax.vmap(jax.grad(score), in_axes=(None, 0))(logits[0, 0], draws))
+    np.testing.assert_allclose(reinforce.mean(0), expected[0, 0], atol=4 * reinforce.std(0).max() / np.sqrt(len(draws)))
+
+  def test_alternatives_get_no_gradient(self):
+    probs = jnp.full((1, 1, 3), 1 / 3)
+    grad = jax.grad(lambda f: objectives.enumerated_surrogate(probs, f, jnp.ones((1, 1))).sum())(jnp.ones((1, 1, 3)))
+    np.testing.assert_array_equal(grad, 0.0)

@@ -30,14 +30,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       render_processes=2,     # processes rendering a batch and its perturbed copies
   ))
   model = config.model
-  for name in ('z_what_size', 'glimpse_size', 'patch_size', 'encoder_hidden', 'decoder_hidden',
-               'decoder_bias', 'composition'):
+  for name in ('z_what_size', 'patch_size', 'decoder_hidden', 'decoder_bias', 'composition'):
     del model[name]  # the 2D object latents and decoder: not in this scene kind
   model.max_steps = 4
   # A convolutional image encoder: a linear map of the pixels (the 2D default) reads an object's
   # shape but not its rotation (supervised probe: rotation at chance; 3 convolutions: cube 2.5 deg;
   # WORKSPACE.md session 12).
   model.image_conv_features = (32, 64, 64)
+  # Attend, then infer (scenes/shapes_3d.py): the shape and its rotation are read from a glimpse of
+  # glimpse_size^2 pixels spanning glimpse_extent metres around the sampled position (an object is
+  # 0.3 m wide), by 3x3 stride-2 convolutions of these widths and an MLP of encoder_hidden units.
+  model.glimpse_size = 12
+  model.glimpse_extent = 0.6
+  model.glimpse_conv_features = (16, 32)
+  model.encoder_hidden = 128
   # q(pose)'s initial sd, in prior units (x 0.3 m for positions): 0.1, about an object's width
   # (0.69 = softplus(0) spread samples over the floor and the finite differences saw nothing).
   model.initial_pose_scale = 0.1
@@ -61,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   objective.overlap_penalty = 100.0
   objective.position_prior_scale = 0.3  # p(x), p(y) = N(0, 0.3^2) metres (centres lie within +-0.45)
   # Rotation: u = (u0, u1) ~ N(0, I) per shape, theta = atan2(u1, u0) / m (scenes/shapes_3d.py).
+  # q(identity)'s gradient: 'reinforce' (the score, with z_pres's NVIL advantage) or 'enumerate'
+  # (the expectation over each step's identity summed exactly: K renders a step; scenes/shapes_3d.py).
+  objective.discrete_gradient = 'reinforce'
   objective.gradient = 'central'        # pose gradients: 'central' differences or 'spsa'
   objective.position_step = 0.03        # finite-difference step of x and y (metres; ~0.7 px at 32x32)
   objective.rotation_step = 0.15        # finite-difference step of theta (radians)
@@ -74,6 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.num_eval = 8
     model.lstm_size = 16
     model.image_conv_features = (4, 4)
+    model.glimpse_size, model.glimpse_conv_features, model.encoder_hidden = 8, (4,), 16
     model.predictor_hidden = model.baseline_hidden = 16
     config.batch_size = 8
     config.eval_batch_size = 8

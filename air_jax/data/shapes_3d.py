@@ -104,17 +104,25 @@ def world_xml(world: World, slots: int | None = None) -> str:
 </mujoco>"""
 
 
-def project(world: World, points: np.ndarray) -> np.ndarray:
-  """World points [..., 3] -> (row, column) [..., 2] in image pixels of the camera 'eye'."""
+def focal_length(world: World) -> float:
+  """The camera's focal length in pixels: an object of side s at depth d spans focal * s / d."""
+  return 0.5 * world.image_size / np.tan(np.deg2rad(world.camera_fovy_deg) / 2)
+
+
+def project(world: World, points, xp=np):
+  """World points [..., 3] -> ((row, column) [..., 2] in image pixels of the camera 'eye', depth
+  [...] in metres along the view). xp: the array module (numpy, or jax.numpy inside a jit)."""
   elevation = np.deg2rad(world.camera_elevation_deg)
   back, up = world.camera_distance * np.cos(elevation), world.camera_distance * np.sin(elevation)
-  relative = np.asarray(points, np.float64) - np.array([0.0, -back, up])
+  points = np.asarray(points, np.float64) if xp is np else points
+  relative = points - np.array([0.0, -back, up], points.dtype)
   x_axis, y_axis = np.array([1.0, 0, 0]), np.array([0.0, np.sin(elevation), np.cos(elevation)])
   z_axis = np.cross(x_axis, y_axis)  # points back, out of the image
-  depth = -(relative @ z_axis)
-  focal = 0.5 * world.image_size / np.tan(np.deg2rad(world.camera_fovy_deg) / 2)
-  centre = 0.5 * world.image_size
-  return np.stack([centre - focal * (relative @ y_axis) / depth, centre + focal * (relative @ x_axis) / depth], -1)
+  depth = -(relative @ z_axis.astype(relative.dtype))
+  focal, centre = focal_length(world), 0.5 * world.image_size
+  pixels = xp.stack([centre - focal * (relative @ y_axis.astype(relative.dtype)) / depth,
+                     centre + focal * (relative @ x_axis.astype(relative.dtype)) / depth], -1)
+  return pixels, depth
 
 
 def object_boxes(world: World, position: np.ndarray) -> np.ndarray:
@@ -123,7 +131,7 @@ def object_boxes(world: World, position: np.ndarray) -> np.ndarray:
   size = world.object_size
   corners = np.array([[dx, dy, dz] for dx in (-size, size) for dy in (-size, size) for dz in (0, 2 * size)])
   points = np.concatenate([np.asarray(position)[..., None, :], np.zeros(np.shape(position)[:-1] + (1, 1))], -1)
-  pixels = project(world, points + corners)  # [..., 8, 2]
+  pixels, _ = project(world, points + corners)  # [..., 8, 2]
   low, high = pixels.min(-2), pixels.max(-2)
   return np.concatenate([low, high - low], -1)
 

@@ -98,6 +98,9 @@ class Scene:
   def hold_discrete(self, objects):
     return objects  # no discrete object latents
 
+  def enumerated_discrete(self, out):
+    return None  # no discrete object latents
+
   def summary(self, objects):
     """What evaluation and inference report of q's modes: z_where [B, N, 3], boxes [B, N, 4] (the
     windows in pixels, glimpse.boxes) and z_what [B, N, D]."""

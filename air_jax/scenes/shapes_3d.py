@@ -18,12 +18,20 @@ q(u)'s mean at 0 (where it starts) the expected gradient on that mean is the fir
 harmonic of the likelihood in theta, which is zero for a shape whose views repeat every 90 or 180
 degrees: the rotation of cubes and cylinders never left its initial guess (session 12 probes).
 
-Per step (after the core's z_pres_i), from the LSTM state h_i:
-    q(identity_i) = Cat(softmax(l_i)), sampled: a discrete latent, REINFORCE with the same NVIL
-                    baseline and credit assignment as z_pres (air_jax.loss)
-    q(z0, z1) = N(loc_i, scale_i) and q(u | identity_i = k) = N(loc_ik, scale_ik): one rotation per
-                    shape, the sampled shape's rendered; reparameterised; d log p(x | z) / d pose by
-                    finite differences of the renderer (air_jax.black_box: central differences or SPSA)
+Per step (after the core's z_pres_i), attend, then infer:
+    q(z0, z1) = N(loc_i, scale_i)     from the LSTM state h_i (with z_pres_i's logit)
+    g_i = glimpse of x at the image of the sampled position (glimpse_where: a window of
+          model.glimpse_extent metres at the object's depth, read by air_jax.glimpse)
+    q(identity_i) = Cat(softmax(l_i)) and q(u | identity_i = k) = N(loc_ik, scale_ik), one rotation
+          per shape (the sampled shape's is rendered), both from g_i (ShapeEncoder)
+The identity is sampled: REINFORCE with the same NVIL baseline and credit assignment as z_pres
+(air_jax.loss), or, with objective.discrete_gradient 'enumerate', its expectation summed over the
+K shapes (enumerated_discrete). The pose is reparameterised; d log p(x | z) / d pose by finite
+differences of the renderer (air_jax.black_box: central differences or SPSA).
+Why a glimpse: read from h_i (the whole image through the LSTM) the rotation never learnt (cube
+25 degrees after 1,500 steps, chance 22.5: the position's gradients, ~30 times larger, shaped the
+shared features); from a glimpse centred on the object, with its own encoder, the cube's was 10
+degrees after 1,000 steps (session 14 probes, WORKSPACE.md).
     KL(q || p) = KL(q(identity) || U(K)) + KL(q(z0, z1) || N(0, I)) + sum_k q(k) KL(q(u | k) || N(0, I))
     overlap_i = c sum_{j < i} z_pres_j relu(1 - d_ij / (2 r))^2     (d_ij: the centres' distance)
 The world's objects do not intersect (centres at least twice the footprint radius r apart): the
@@ -38,6 +46,7 @@ rotation was learnt (session 13 probes).
 DAIR: the canvas of step i is the render of the objects of steps < i (no gradient flows through it).
 """
 import functools
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -46,39 +55,43 @@ import ml_collections
 import numpy as np
 
 from air_jax import black_box
+from air_jax import glimpse
 from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
 from air_jax.data import shapes_3d
 
 POSE_SIZE = 4  # x, y, u0, u1
+DISCRETE_GRADIENTS = ('reinforce', 'enumerate')  # objective.discrete_gradient: how q(identity) learns
 SHAPES = shapes_3d.SHAPES
 
 
-class ObjectHead(nn.Module):
-  """h [B, L] -> q(z_pres) logit [B], q(identity) logits [B, K], q(position) loc and scale [B, 2],
-  q(u | identity = k) loc and scale [B, K, 2] (one rotation per shape). The logit is bounded like
-  modules.PresWhereHead's."""
+class ShapeEncoder(nn.Module):
+  """glimpse [B, G, G] -> q(identity) logits [B, K], q(u | identity = k) loc and scale [B, K, 2]
+  (one rotation per shape): 3x3 stride-2 convolutions (modules.ConvFeatures; () = the pixels), a
+  ReLU layer, then a linear layer for each. The identity's starts at zero (q uniform: during
+  objective.discrete_freeze_steps every shape is drawn a third of the time, so each one's rotation
+  learns); the scales start at initial_scale."""
   hidden: int
   num_shapes: int
-  z_pres_logit_bias: float
-  logit_bound: float = 0.0
-  initial_pose_scale: float = 0.69  # q(pose)'s initial standard deviation (softplus(0) = 0.69)
+  conv_features: Sequence[int]
+  initial_scale: float
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, h):
+  def __call__(self, glimpses):
     k = self.num_shapes
-    out = modules.MLP([self.hidden, 1 + k + 2 * (2 + 2 * k)], dtype=self.dtype)(h)
-    logit = out[:, 0] + self.z_pres_logit_bias
-    if self.logit_bound > 0:
-      logit = self.logit_bound * jnp.tanh(logit / self.logit_bound)
-    identity_logits = out[:, 1:1 + k]
-    raw_scale_bias = np.log(np.expm1(self.initial_pose_scale - modules.SCALE_FLOOR))  # softplus^-1
-    loc, raw_scale = jnp.split(out[:, 1 + k:], 2, axis=-1)
-    loc, scale = modules.gaussian_params(jnp.concatenate([loc, raw_scale + raw_scale_bias], -1))
-    rotation = lambda a: a[:, 2:].reshape(-1, k, 2)
-    return logit, identity_logits, loc[:, :2], scale[:, :2], rotation(loc), rotation(scale)
+    if self.conv_features:
+      features = modules.ConvFeatures(tuple(self.conv_features))(glimpses)
+    else:
+      features = glimpses.reshape(glimpses.shape[0], -1)
+    hidden = nn.relu(modules.Dense(self.hidden, dtype=self.dtype, name='hidden')(features))
+    identity_logits = modules.Dense(k, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                                    name='identity')(hidden)
+    loc, raw_scale = jnp.split(modules.Dense(4 * k, dtype=self.dtype, name='rotation')(hidden), 2, axis=-1)
+    loc, scale = modules.gaussian_params(
+        jnp.concatenate([loc, raw_scale + modules.scale_bias(self.initial_scale)], -1))
+    return identity_logits, loc.reshape(-1, k, 2), scale.reshape(-1, k, 2)
 
 
 # Rotational symmetry of each shape about the vertical axis (radians); a sphere's rotation is invisible.
@@ -117,6 +130,9 @@ class Scene:
     self.world.check()
     world_of(self.data, self.data.eval_counts).check()
     objective = self.objective
+    if objective.discrete_gradient not in DISCRETE_GRADIENTS:
+      raise ValueError(f'config.objective.discrete_gradient must be one of {DISCRETE_GRADIENTS}, '
+                       f'got {objective.discrete_gradient!r}')
     if objective.gradient not in black_box.METHODS:
       raise ValueError(f'config.objective.gradient must be one of {black_box.METHODS}, got {objective.gradient!r}')
     if not objective.overlap_penalty >= 0:
@@ -124,6 +140,13 @@ class Scene:
     for name in ('position_prior_scale', 'position_step', 'rotation_step', 'spsa_directions'):
       if not objective[name] > 0:
         raise ValueError(f'config.objective.{name} must be positive, got {objective[name]}')
+    model = self.model
+    for name in ('glimpse_size', 'glimpse_extent', 'encoder_hidden'):
+      if not model[name] > 0:
+        raise ValueError(f'config.model.{name} must be positive, got {model[name]}')
+    if not all(isinstance(size, int) and size > 0 for size in model.glimpse_conv_features):
+      raise ValueError('config.model.glimpse_conv_features must be a tuple of positive ints (() = no '
+                       f'convolutions), got {model.glimpse_conv_features!r}')
     if not self.data.render_processes >= 1:
       raise ValueError(f'config.data.render_processes must be >= 1, got {self.data.render_processes}')
 
@@ -142,33 +165,66 @@ class Scene:
 
   def _render_plain(self, ids, poses, present):
     """The render without a gradient (DAIR's canvas)."""
+    return self._render_needed(ids, poses, present, jnp.ones(ids.shape[:1]))
+
+  def _render_needed(self, ids, poses, present, needed):
+    """The render without a gradient of the scenes with needed [M] > 0; zeros for the others."""
     shape = jax.ShapeDtypeStruct((ids.shape[0],) + self.image_shape, jnp.float32)
-    args = jax.lax.stop_gradient((ids, poses, present))
-    return jax.pure_callback(lambda *a: self.pool(*a), shape, *args, vmap_method='sequential')
+
+    def host(ids, poses, present, needed):
+      images = np.zeros(shape.shape, np.float32)
+      rows = np.flatnonzero(np.asarray(needed) > 0)
+      if len(rows):
+        images[rows] = self.pool(np.asarray(ids)[rows], np.asarray(poses)[rows], np.asarray(present)[rows])
+      return images
+
+    args = jax.lax.stop_gradient((ids, poses, present, needed))
+    return jax.pure_callback(host, shape, *args, vmap_method='sequential')
 
   # --- inside the core's step ---
   def predict(self, h):
     cfg = self.model
-    logit, *head = ObjectHead(
-        cfg.predictor_hidden, self.num_shapes, cfg.z_pres_logit_bias, cfg.z_pres_logit_bound,
-        cfg.initial_pose_scale, dtype=model_lib.matmul_dtype(cfg), name='object_head')(h)
-    return logit, tuple(head)
+    logit, loc, scale = modules.PresWhereHead(
+        cfg.predictor_hidden, cfg.z_pres_logit_bias, dtype=model_lib.matmul_dtype(cfg),
+        logit_bound=cfg.z_pres_logit_bound, where_size=2, initial_scale=cfg.initial_pose_scale,
+        name='position_head')(h)
+    return logit, (loc, scale)
+
+  def glimpse_where(self, position):
+    """z_where [B, 3] (air_jax.glimpse) of the glimpse on an object at floor position [B, 2]
+    (metres): centred on the image of the object's centre, its side model.glimpse_extent metres at
+    the object's depth d (w = focal * extent / (d * image size) of the canvas side)."""
+    world, n = self.world, self.world.image_size
+    position = jnp.clip(position, -2 * world.floor_extent, 2 * world.floor_extent)
+    centre = jnp.concatenate([position, jnp.full(position.shape[:-1] + (1,), world.object_size, position.dtype)], -1)
+    pixels, depth = shapes_3d.project(world, centre, xp=jnp)
+    side = shapes_3d.focal_length(world) * self.model.glimpse_extent / (depth * n)
+    side = jnp.clip(side, glimpse.WINDOW_MIN + 1e-3, glimpse.WINDOW_MAX - 1e-3)
+    s = jnp.log((side - glimpse.WINDOW_MIN) / (glimpse.WINDOW_MAX - side))  # glimpse.window_size(s) = side
+    return jnp.stack([s, 2 * pixels[:, 1] / n - 1, 2 * pixels[:, 0] / n - 1], -1)
 
   def sample(self, head, images, key_fn):
-    identity_logits, position_loc, position_scale, rotation_loc, rotation_scale = head
-    loc = jnp.concatenate([position_loc, rotation_loc.reshape(len(position_loc), -1)], -1)
-    scale = jnp.concatenate([position_scale, rotation_scale.reshape(len(position_loc), -1)], -1)
+    """Attend, then infer: the position from the LSTM state, then the shape and its rotation from
+    a glimpse of the image at the sampled position (ShapeEncoder)."""
+    cfg = self.model
+    position_loc, position_scale = head
+    draw = lambda loc, scale: loc if key_fn is None else loc + scale * jax.random.normal(key_fn(), loc.shape)
+    position = draw(position_loc, position_scale)
+    glimpses = glimpse.read(images, self.glimpse_where(self.objective.position_prior_scale * position),
+                            (cfg.glimpse_size, cfg.glimpse_size))
+    identity_logits, rotation_loc, rotation_scale = ShapeEncoder(
+        cfg.encoder_hidden, self.num_shapes, cfg.glimpse_conv_features, cfg.initial_pose_scale,
+        dtype=model_lib.matmul_dtype(cfg), name='shape_encoder')(glimpses)
     if key_fn is None:
-      identity, latents = jnp.argmax(identity_logits, -1), loc
+      identity = jnp.argmax(identity_logits, -1)
     else:
       identity = jax.random.categorical(key_fn(), identity_logits)
-      latents = loc + scale * jax.random.normal(key_fn(), loc.shape)
     identity = identity.astype(jnp.int32)
-    rotations = latents[:, 2:].reshape(rotation_loc.shape)
-    pose = jnp.concatenate([latents[:, :2], jnp.take_along_axis(rotations, identity[:, None, None], 1)[:, 0]], -1)
+    rotations = draw(rotation_loc, rotation_scale)
+    pose = jnp.concatenate([position, jnp.take_along_axis(rotations, identity[:, None, None], 1)[:, 0]], -1)
     objects = dict(identity_logits=identity_logits, identity=identity, position_loc=position_loc,
                    position_scale=position_scale, rotation_loc=rotation_loc, rotation_scale=rotation_scale,
-                   pose=pose)
+                   rotations=rotations, pose=pose)
     return objects, jnp.concatenate([jax.nn.one_hot(identity, self.num_shapes), pose], axis=-1)
 
   def empty_canvas(self, images):
@@ -219,7 +275,35 @@ class Scene:
     return self.objective.overlap_penalty * (closeness * earlier * z_pres[:, None, :]).sum(-1)
 
   def discrete_log_prob(self, out):
+    """log q(identity_i) of the sampled identities: scored by REINFORCE (objective.discrete_gradient
+    'reinforce'); zero with 'enumerate' (enumerated_discrete)."""
+    if self.objective.discrete_gradient == 'enumerate':
+      return jnp.zeros(out.z_pres.shape)
     return objectives.categorical_log_prob(out.objects['identity'], out.objects['identity_logits'])
+
+  def enumerated_discrete(self, out):
+    """objective.discrete_gradient 'enumerate': (q(identity_i = k) [B, N, K], canvases [B, N, K, H, W]),
+    canvas (i, k) the render of the sampled scene with step i's object made shape k (its rotation
+    the draw from q(u | k), every other latent as sampled), no gradient; None with 'reinforce'.
+    The loss sums the expectation over identity_i exactly (objectives.enumerated_surrogate); the
+    other steps' draws are held, so the dependence of later steps' q on identity_i (it is fed
+    back to the LSTM) is left out: exact for one object per scene. K renders a present step."""
+    if self.objective.discrete_gradient != 'enumerate':
+      return None
+    objects, z_pres = jax.lax.stop_gradient((out.objects, out.z_pres))
+    batch, steps, k = objects['identity_logits'].shape
+    swap = jnp.eye(steps, dtype=bool)[None, :, None, :]  # [1, i, 1, j]: object j is step i's
+    shapes = jnp.arange(k, dtype=jnp.int32)[None, None, :, None]
+    ids = jnp.where(swap, shapes, objects['identity'][:, None, None, :])  # [B, i, k, j]
+    pose = jnp.broadcast_to(objects['pose'][:, None, None], (batch, steps, k, steps, POSE_SIZE))
+    rotation = jnp.broadcast_to(objects['rotations'][:, :, :, None], (batch, steps, k, steps, 2))  # q(u | k) draw of step i
+    pose = jnp.where(swap[..., None], jnp.concatenate([pose[..., :2], rotation], -1), pose)
+    poses = renderer_pose(pose, ids, self.objective.position_prior_scale)  # [B, i, k, j, 3]
+    present = jnp.broadcast_to(z_pres[:, None, None, :], ids.shape)
+    needed = jnp.broadcast_to(z_pres[:, :, None], (batch, steps, k))  # an absent step's sum is not used
+    canvases = self._render_needed(ids.reshape(-1, steps), poses.reshape(-1, steps, 3),
+                                   present.reshape(-1, steps), needed.reshape(-1))
+    return jax.nn.softmax(out.objects['identity_logits']), canvases.reshape((batch, steps, k) + self.image_shape)
 
   def hold_discrete(self, objects):
     """objects with q(identity)'s logits behind a stop-gradient (objective.discrete_freeze_steps)."""
