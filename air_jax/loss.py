@@ -60,7 +60,7 @@ def make_loss_fn(config: ml_collections.ConfigDict):
     discrete_log_prob = (objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)
                          + out.z_pres * scene.discrete_log_prob(out))
     surrogate = objectives.reinforce_surrogate(discrete_log_prob, advantage, out.active)
-    enumerated = scene.enumerated_discrete(out)
+    enumerated = scene.enumerated_discrete(out, learn_discrete)
     if enumerated is not None:  # discrete object latents whose expectation is summed, not scored
       probs, canvases = enumerated
       alternatives = objectives.log_likelihood(images, canvases, config.objective.likelihood_scale,

@@ -105,14 +105,13 @@ def estimator_variance(batch_size: int, repeats: int, seed: int = 0):
   noise = np.random.default_rng(seed + 1).normal(size=truth.shape) * np.array([0.05, 0.05, 0.3])
   poses = (truth + noise * present[..., None]).astype(np.float32)
   size = world.image_size
-  blur = objectives.blur_matrix(size, objective.likelihood_blur)
-  blurred = lambda x: jnp.einsum('ij,bjk,lk->bil', blur, x, blur)
 
   def gradient(method, num_directions, key):
     render = black_box.make_render(pool, (size, size), method=method, num_directions=num_directions,
                                    steps=(objective.position_step, objective.position_step, objective.rotation_step))
-    log_likelihood = lambda p: objectives.normal_log_prob(
-        blurred(images), blurred(render(shape, p, present.astype(np.float32), key)), objective.likelihood_scale).sum()
+    log_likelihood = lambda p: objectives.log_likelihood(
+        jnp.asarray(images), render(shape, p, present.astype(np.float32), key), objective.likelihood_scale,
+        objective.likelihood_blur).sum()
     return np.asarray(jax.grad(log_likelihood)(jnp.asarray(poses)))
 
   reference = gradient('central', 1, jax.random.key(0))

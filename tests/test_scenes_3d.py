@@ -2,6 +2,7 @@
 evaluation, pictures), air_jax.infer reads its workdir, DAIR's canvas is the render of the steps
 before, and q's identity and pose are what the loss scores and renders."""
 import pathlib
+import types
 
 import chex
 import jax
@@ -198,10 +199,29 @@ def test_overlap_is_the_soft_exclusion_of_intersecting_objects():
   np.testing.assert_allclose(scene.overlap(pose, np.ones((1, 4), np.float32))[0, 3], c * (1 + closeness(3, 1)), rtol=1e-5)
 
 
+def test_off_floor_is_the_soft_exclusion_of_centres_past_the_floor():
+  """off_floor_i = c_f sum_{x, y} relu(|a| - e)^2 / (2r)^2 in metres: zero anywhere on the floor
+  (its edge included), c_f a footprint's diameter past an edge, each axis counted."""
+  config = smoke_config('')
+  scene = scenes.scene_of(config)
+  s, e, r = config.objective.position_prior_scale, scene.world.floor_extent, scene.world.footprint_radius
+  c = config.objective.off_floor_penalty
+  position = np.array([[0.0, 0.0], [e, -e], [-e - 2 * r, 0.0], [e + r, e + 2 * r]])  # metres
+  pose = np.concatenate([position / s, np.ones((4, 2))], -1)[None].astype(np.float32)
+  np.testing.assert_allclose(scene.off_floor(pose)[0], [0.0, 0.0, c, c * (0.25 + 1.0)], rtol=1e-5, atol=1e-4)
+  terms = scene.object_kls(types.SimpleNamespace(
+      objects=dict(pose=pose, position_loc=pose[..., :2], position_scale=np.ones((1, 4, 2), np.float32),
+                   rotation_loc=np.zeros((1, 4, 3, 2), np.float32), rotation_scale=np.ones((1, 4, 3, 2), np.float32),
+                   identity_logits=np.zeros((1, 4, 3), np.float32)),
+      z_pres=np.ones((1, 4), np.float32)))
+  np.testing.assert_allclose(terms['off_floor'], scene.off_floor(pose))  # a term of -log p(z)
+
+
 def test_bad_3d_settings_are_refused():
   for field, value, fragment in (('gradient', 'forward', 'config.objective.gradient'),
                                  ('position_step', 0.0, 'config.objective.position_step'),
-                                 ('overlap_penalty', -1.0, 'config.objective.overlap_penalty')):
+                                 ('overlap_penalty', -1.0, 'config.objective.overlap_penalty'),
+                                 ('off_floor_penalty', -1.0, 'config.objective.off_floor_penalty')):
     config = smoke_config('')
     config.objective[field] = value
     with pytest.raises(ValueError, match=fragment):
@@ -249,7 +269,8 @@ def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
   air = scenes.air_for(config)
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
-  probs, canvases = scene.enumerated_discrete(out)
+  np.testing.assert_array_equal(scene.enumerated_discrete(out, False)[1], 0.0)  # frozen: nothing rendered
+  probs, canvases = scene.enumerated_discrete(out, True)
   steps_, k = config.model.max_steps, len(shapes_3d.SHAPES)
   chex.assert_shape(canvases, (4, steps_, k) + scene.image_shape)
   np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-5)

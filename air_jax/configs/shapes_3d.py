@@ -65,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # -log p of two objects' centres closer than 2 footprint radii (they cannot intersect): nats at
   # full overlap (scenes/shapes_3d.py; 0: none).
   objective.overlap_penalty = 100.0
+  # -log p of a centre past the floor's edge (centres lie on the floor): nats at a footprint's
+  # diameter (0.44 m) past it (0: none). Without it unseen objects parked off the floor cost nothing.
+  objective.off_floor_penalty = 100.0
   objective.position_prior_scale = 0.3  # p(x), p(y) = N(0, 0.3^2) metres (centres lie within +-0.45)
   # Rotation: u = (u0, u1) ~ N(0, I) per shape, theta = atan2(u1, u0) / m (scenes/shapes_3d.py).
   # q(identity)'s gradient: 'reinforce' (the score, with z_pres's NVIL advantage) or 'enumerate'

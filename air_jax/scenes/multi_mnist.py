@@ -98,7 +98,7 @@ class Scene:
   def hold_discrete(self, objects):
     return objects  # no discrete object latents
 
-  def enumerated_discrete(self, out):
+  def enumerated_discrete(self, out, learn):
     return None  # no discrete object latents
 
   def summary(self, objects):

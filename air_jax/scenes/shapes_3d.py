@@ -34,11 +34,16 @@ shared features); from a glimpse centred on the object, with its own encoder, th
 degrees after 1,000 steps (session 14 probes, WORKSPACE.md).
     KL(q || p) = KL(q(identity) || U(K)) + KL(q(z0, z1) || N(0, I)) + sum_k q(k) KL(q(u | k) || N(0, I))
     overlap_i = c sum_{j < i} z_pres_j relu(1 - d_ij / (2 r))^2     (d_ij: the centres' distance)
+    off_floor_i = c_f sum_{a in x, y} relu(|a_i| - e)^2 / (2 r)^2    (e: the floor's extent)
 The world's objects do not intersect (centres at least twice the footprint radius r apart): the
 prior's support excludes overlaps, which overlap_i, a soft version of that truncation (c =
 objective.overlap_penalty nats at full overlap), puts into -log p(z). Without it the one-object
 probes explained a cube by a cylinder and a sphere 7 cm from it (~22 nats better than the one
-object, more than a 1e-9 count prior charges; session 13).
+object, more than a 1e-9 count prior charges; session 13). Centres lie on the floor, |x|, |y| <= e:
+off_floor_i (c_f = objective.off_floor_penalty nats a footprint's diameter past the edge) is that
+truncation. Without it the 0-3-object probes parked steps 1 and 2 out of view in every scene (an
+unseen object costs only its KLs) and explained objects with steps 3 and 4, so no step could be
+switched off without losing the later ones (session 14).
 Why a rotation per shape: u means m_k theta, another angle for each shape, and the best fit of a
 wrong shape sits at another angle (a cylinder on a cube's face); one u shared by all shapes got the
 average of their pulls, and identity settled on the sphere (no rotation to get wrong) before any
@@ -135,8 +140,9 @@ class Scene:
                        f'got {objective.discrete_gradient!r}')
     if objective.gradient not in black_box.METHODS:
       raise ValueError(f'config.objective.gradient must be one of {black_box.METHODS}, got {objective.gradient!r}')
-    if not objective.overlap_penalty >= 0:
-      raise ValueError(f'config.objective.overlap_penalty must be >= 0 (0: none), got {objective.overlap_penalty}')
+    for name in ('overlap_penalty', 'off_floor_penalty'):
+      if not objective[name] >= 0:
+        raise ValueError(f'config.objective.{name} must be >= 0 (0: none), got {objective[name]}')
     for name in ('position_prior_scale', 'position_step', 'rotation_step', 'spsa_directions'):
       if not objective[name] > 0:
         raise ValueError(f'config.objective.{name} must be positive, got {objective[name]}')
@@ -264,7 +270,7 @@ class Scene:
     position_kl = objectives.normal_kl(objects['position_loc'], objects['position_scale'], 0.0, 1.0).sum(-1)
     return dict(identity=objectives.categorical_kl_uniform(objects['identity_logits']),
                 pose=position_kl + (jax.nn.softmax(objects['identity_logits']) * rotation_kls).sum(-1),
-                overlap=self.overlap(objects['pose'], out.z_pres))
+                overlap=self.overlap(objects['pose'], out.z_pres), off_floor=self.off_floor(objects['pose']))
 
   def overlap(self, pose, z_pres):
     """overlap_i [B, N] of pose latents [B, N, 4] (see the module docstring)."""
@@ -274,6 +280,12 @@ class Scene:
     earlier = jnp.tril(jnp.ones(distance.shape[1:]), -1)  # [i, j] = 1 for j < i
     return self.objective.overlap_penalty * (closeness * earlier * z_pres[:, None, :]).sum(-1)
 
+  def off_floor(self, pose):
+    """off_floor_i [B, N] of pose latents [B, N, 4] (see the module docstring)."""
+    position = self.objective.position_prior_scale * pose[..., :2]
+    beyond = jax.nn.relu(jnp.abs(position) - self.world.floor_extent) / (2 * self.world.footprint_radius)
+    return self.objective.off_floor_penalty * jnp.square(beyond).sum(-1)
+
   def discrete_log_prob(self, out):
     """log q(identity_i) of the sampled identities: scored by REINFORCE (objective.discrete_gradient
     'reinforce'); zero with 'enumerate' (enumerated_discrete)."""
@@ -281,13 +293,15 @@ class Scene:
       return jnp.zeros(out.z_pres.shape)
     return objectives.categorical_log_prob(out.objects['identity'], out.objects['identity_logits'])
 
-  def enumerated_discrete(self, out):
+  def enumerated_discrete(self, out, learn):
     """objective.discrete_gradient 'enumerate': (q(identity_i = k) [B, N, K], canvases [B, N, K, H, W]),
     canvas (i, k) the render of the sampled scene with step i's object made shape k (its rotation
     the draw from q(u | k), every other latent as sampled), no gradient; None with 'reinforce'.
     The loss sums the expectation over identity_i exactly (objectives.enumerated_surrogate); the
     other steps' draws are held, so the dependence of later steps' q on identity_i (it is fed
-    back to the LSTM) is left out: exact for one object per scene. K renders a present step."""
+    back to the LSTM) is left out: exact for one object per scene. K renders a present step, none
+    while learn is False (objective.discrete_freeze_steps: the canvases are then zeros, and the
+    surrogate, whose value is always 0, has no gradient either)."""
     if self.objective.discrete_gradient != 'enumerate':
       return None
     objects, z_pres = jax.lax.stop_gradient((out.objects, out.z_pres))
@@ -300,7 +314,7 @@ class Scene:
     pose = jnp.where(swap[..., None], jnp.concatenate([pose[..., :2], rotation], -1), pose)
     poses = renderer_pose(pose, ids, self.objective.position_prior_scale)  # [B, i, k, j, 3]
     present = jnp.broadcast_to(z_pres[:, None, None, :], ids.shape)
-    needed = jnp.broadcast_to(z_pres[:, :, None], (batch, steps, k))  # an absent step's sum is not used
+    needed = jnp.broadcast_to(z_pres[:, :, None] * learn, (batch, steps, k))  # an absent step's sum is not used
     canvases = self._render_needed(ids.reshape(-1, steps), poses.reshape(-1, steps, 3),
                                    present.reshape(-1, steps), needed.reshape(-1))
     return jax.nn.softmax(out.objects['identity_logits']), canvases.reshape((batch, steps, k) + self.image_shape)
