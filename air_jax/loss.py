@@ -5,8 +5,10 @@ See air_jax.objectives for the estimator's math. The discrete decisions of step 
 when the step is present, the scene kind's discrete object latents d_i (3D: the shape identity):
     log q(discrete_i) = log Bern(z_pres_i; q_i) + z_i log q(d_i),
 scored with the same per-step advantage a_i (the signal of step i's decisions is the same l_i).
-A scene kind may instead sum the expectation over d_i exactly (scene.enumerated_discrete: 3D with
-objective.discrete_gradient 'enumerate'; objectives.enumerated_surrogate); z_pres is scored as ever.
+A scene kind may instead sum over d_i's values (scene.enumerated_discrete: 3D with
+objective.discrete_gradient 'enumerate', the ELBO's expectation exactly, objectives.enumerated_surrogate,
+or 'wake', the inclusive KL to d_i's exact conditional posterior, objectives.wake_surrogate);
+z_pres is scored as ever.
 """
 import jax
 import jax.numpy as jnp
@@ -61,11 +63,13 @@ def make_loss_fn(config: ml_collections.ConfigDict):
                          + out.z_pres * scene.discrete_log_prob(out))
     surrogate = objectives.reinforce_surrogate(discrete_log_prob, advantage, out.active)
     enumerated = scene.enumerated_discrete(out, learn_discrete)
-    if enumerated is not None:  # discrete object latents whose expectation is summed, not scored
-      probs, canvases = enumerated
-      alternatives = objectives.log_likelihood(images, canvases, config.objective.likelihood_scale,
+    if enumerated is not None:  # discrete object latents summed over their values, not scored
+      alternatives = objectives.log_likelihood(images, enumerated.canvases, config.objective.likelihood_scale,
                                                config.objective.likelihood_blur)
-      surrogate += objectives.enumerated_surrogate(probs, alternatives, out.z_pres)
+      if enumerated.inclusive:
+        surrogate += objectives.wake_surrogate(enumerated.logits, alternatives + enumerated.log_ratio, out.z_pres)
+      else:
+        surrogate += objectives.enumerated_surrogate(jax.nn.softmax(enumerated.logits), alternatives, out.z_pres)
     baseline_loss = (out.active * jnp.square(target - baseline)).sum(-1).mean()
     loss = (surrogate - terms.elbo).mean() + baseline_loss
     aux = dict(out=out, terms=terms, stats=updated, baseline_loss=baseline_loss,

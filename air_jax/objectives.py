@@ -154,6 +154,29 @@ def reinforce_surrogate(discrete_log_prob: jax.Array, advantage: jax.Array,
   return -(active * jax.lax.stop_gradient(advantage) * discrete_log_prob).sum(-1)
 
 
+class Enumerated(NamedTuple):
+  """A scene kind's categorical object latent d_i summed over its K values (scene.enumerated_discrete).
+  logits [B, N, K] of q(d_i); canvases [B, N, K, H, W] (no gradient), the scene with d_i = k;
+  log_ratio [B, N, K], log p(v_ik) - log q(v_ik | k) of the latents drawn for d_i = k (the rotation);
+  inclusive: learn q(d_i) by the inclusive KL (wake_surrogate) instead of the ELBO
+  (enumerated_surrogate)."""
+  logits: jax.Array
+  canvases: jax.Array
+  log_ratio: jax.Array
+  inclusive: bool
+
+
+def wake_surrogate(logits: jax.Array, log_weights: jax.Array, present: jax.Array) -> jax.Array:
+  """Per-image surrogate whose gradient is that of sum_i z_i KL(p(d_i | x, rest) || q(d_i)),
+  the inclusive KL (the wake update of reweighted wake-sleep, Bornschein and Bengio 2015),
+  p(d_i = k | x, rest) = softmax_k(log_weights_ik), log_weights_ik = log p(x | d_i = k, rest)
+  + log p(v_ik) - log q(v_ik | k): -sum_i z_i sum_k p_ik log q_ik. Its gradient on the logits,
+  q_ik - p_ik, does not vanish when q puts no mass on the best k (the ELBO's, q_ik (f_ik - E_q f),
+  does). logits, log_weights [B, N, K], present [B, N] -> [B]."""
+  posterior = jax.nn.softmax(jax.lax.stop_gradient(log_weights), -1)
+  return -(present * (posterior * jax.nn.log_softmax(logits, -1)).sum(-1)).sum(-1)
+
+
 def enumerated_surrogate(probs: jax.Array, alternatives: jax.Array, present: jax.Array) -> jax.Array:
   """Per-image surrogate whose gradient is the local-expectation gradient of -ELBO with respect to
   a categorical object latent d_i ~ Cat(probs_i) (Titsias and Lazaro-Gredilla, 2015):

@@ -329,3 +329,22 @@ class TestEnumerated:
     probs = jnp.full((1, 1, 3), 1 / 3)
     grad = jax.grad(lambda f: objectives.enumerated_surrogate(probs, f, jnp.ones((1, 1))).sum())(jnp.ones((1, 1, 3)))
     np.testing.assert_array_equal(grad, 0.0)
+
+
+class TestWake:
+  """The inclusive KL to p = softmax(w): d/dl_k sum_k -p_k log q_k = q_k - p_k, and it does not
+  vanish where the ELBO's does (q_k ~ 0 on the best k)."""
+
+  def test_gradient_is_q_minus_the_posterior(self):
+    logits = jnp.array([[[8.0, -8.0, 0.0], [0.0, 0.3, -0.2]]])  # step 1: q(k=1) ~ 1e-7
+    log_weights = jnp.array([[[0.0, 9.6, 0.0], [1.0, 7.0, -3.0]]])  # k=1 is 9.6 nats better
+    present = jnp.array([[1.0, 0.0]])
+    grad = jax.grad(lambda l: objectives.wake_surrogate(l, log_weights, present).sum())(logits)
+    q, p = (np.asarray(jax.nn.softmax(x)) for x in (logits, log_weights))
+    np.testing.assert_allclose(grad[0, 0], q[0, 0] - p[0, 0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(grad[0, 1], 0.0)
+    assert grad[0, 0, 1] < -0.9  # pushes q toward the best shape at full strength
+    elbo = jax.grad(lambda l: objectives.enumerated_surrogate(jax.nn.softmax(l), log_weights, present).sum())(logits)
+    assert abs(float(elbo[0, 0, 1])) < 1e-4  # where the ELBO's gradient has vanished
+    weights_grad = jax.grad(lambda w: objectives.wake_surrogate(logits, w, present).sum())(log_weights)
+    np.testing.assert_array_equal(weights_grad, 0.0)

@@ -269,8 +269,9 @@ def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
   air = scenes.air_for(config)
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
-  np.testing.assert_array_equal(scene.enumerated_discrete(out, False)[1], 0.0)  # frozen: nothing rendered
-  probs, canvases = scene.enumerated_discrete(out, True)
+  np.testing.assert_array_equal(scene.enumerated_discrete(out, False).canvases, 0.0)  # frozen: nothing rendered
+  enumerated = scene.enumerated_discrete(out, True)
+  probs, canvases = jax.nn.softmax(enumerated.logits), enumerated.canvases
   steps_, k = config.model.max_steps, len(shapes_3d.SHAPES)
   chex.assert_shape(canvases, (4, steps_, k) + scene.image_shape)
   np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-5)
@@ -287,3 +288,26 @@ def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
   state = steps.init_state(config, jax.random.key(0))
   grads = jax.grad(lambda p: loss_lib.make_loss_fn(config)(p, state.signal_stats, images, jax.random.key(1), 1e-4)[0])(state.params)
   assert np.abs(np.asarray(grads['model']['step']['shape_encoder']['identity']['dense']['kernel'])).max() > 0
+  u, loc, scale = (np.asarray(out.objects[name]) for name in ('rotations', 'rotation_loc', 'rotation_scale'))
+  log_ratio = (-0.5 * u ** 2 + 0.5 * ((u - loc) / scale) ** 2 + np.log(scale)).sum(-1)
+  np.testing.assert_allclose(enumerated.log_ratio, log_ratio, rtol=1e-4, atol=1e-4)
+  assert not enumerated.inclusive
+
+
+def test_wake_identity_learns_by_the_inclusive_kl_alone():
+  """discrete_gradient 'wake': the identity logits' gradient is that of wake_surrogate alone (the
+  ELBO's KL terms hold them), and nothing is scored by REINFORCE."""
+  config = smoke_config('')
+  config.objective.discrete_gradient = 'wake'
+  scene = scenes.scene_of(config)
+  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
+  air = scenes.air_for(config)
+  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  enumerated = scene.enumerated_discrete(out, True)
+  assert enumerated.inclusive
+  np.testing.assert_array_equal(scene.discrete_log_prob(out), 0.0)
+  logits = out.objects['identity_logits']
+  kl_grad = jax.grad(lambda l: sum(v.sum() for v in scene.object_kls(
+      out._replace(objects=dict(out.objects, identity_logits=l))).values()))(logits)
+  np.testing.assert_array_equal(kl_grad, 0.0)

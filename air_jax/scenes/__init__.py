@@ -17,9 +17,9 @@ whole config, offers:
     object_kls(out) -> {name: [B, N]}  per-step KL of each object latent (unmasked)
     discrete_log_prob(out) -> [B, N]  log q of the step's sampled discrete object latents (REINFORCE)
     hold_discrete(objects) -> objects  the same, q(discrete latents)'s parameters behind a stop-gradient
-    enumerated_discrete(out, learn) -> (probs [B, N, K], canvases [B, N, K, H, W]) or None   discrete object
-                                      latents whose expectation the loss sums over their K values
-                                      (the canvas with step i's latent set to k), or None
+    enumerated_discrete(out, learn) -> objectives.Enumerated or None   discrete object latents the
+                                      loss sums over their K values (the canvas with step i's latent
+                                      set to k; nothing rendered while learn is False), or None
     check()                           raises ValueError naming a bad scene setting
     sources(log) -> (train, eval)     random-access sources of {'image' uint8, 'count', ...}
     pictures(scale) -> Pictures       picture(params, images, true counts) -> uint8 RGB grid
