@@ -70,9 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   objective.off_floor_penalty = 100.0
   objective.position_prior_scale = 0.3  # p(x), p(y) = N(0, 0.3^2) metres (centres lie within +-0.45)
   # Rotation: u = (u0, u1) ~ N(0, I) per shape, theta = atan2(u1, u0) / m (scenes/shapes_3d.py).
-  # q(identity)'s gradient: 'reinforce' (the score, with z_pres's NVIL advantage) or 'enumerate'
-  # (the expectation over each step's identity summed exactly: K renders a step; scenes/shapes_3d.py).
-  objective.discrete_gradient = 'reinforce'
+  # q(identity)'s gradient: 'reinforce' (the score, with z_pres's NVIL advantage), 'enumerate'
+  # (the ELBO's expectation over each step's identity summed exactly: K renders a step) or 'wake'
+  # (the inclusive KL to the identity's exact posterior given the rest, from the same K renders;
+  # scenes/shapes_3d.py). 'wake': 0-3-object identity 0.88 at step 3,000 where 'enumerate' stalled
+  # at 0.63 (q(cube) saturated at 0; WORKSPACE.md, sessions 14-15).
+  objective.discrete_gradient = 'wake'
   objective.gradient = 'central'        # pose gradients: 'central' differences or 'spsa'
   objective.position_step = 0.03        # finite-difference step of x and y (metres; ~0.7 px at 32x32)
   objective.rotation_step = 0.15        # finite-difference step of theta (radians)
