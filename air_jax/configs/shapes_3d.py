@@ -66,8 +66,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # full overlap (scenes/shapes_3d.py; 0: none).
   objective.overlap_penalty = 100.0
   # -log p of a centre past the floor's edge (centres lie on the floor): nats at a footprint's
-  # diameter (0.44 m) past it (0: none). Without it unseen objects parked off the floor cost nothing.
-  objective.off_floor_penalty = 100.0
+  # diameter (0.44 m) past it (0: none). Without it unseen objects parked off the floor cost nothing
+  # (0-3 objects: count 0.00); at 100 step 1 parked just past a corner the camera does not see
+  # (~5 nats; count 0.85); at 1,000 count 0.96 at step 4,000 (WORKSPACE.md, sessions 14-15).
+  objective.off_floor_penalty = 1000.0
   objective.position_prior_scale = 0.3  # p(x), p(y) = N(0, 0.3^2) metres (centres lie within +-0.45)
   # Rotation: u = (u0, u1) ~ N(0, I) per shape, theta = atan2(u1, u0) / m (scenes/shapes_3d.py).
   # q(identity)'s gradient: 'reinforce' (the score, with z_pres's NVIL advantage), 'enumerate'
