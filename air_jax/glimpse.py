@@ -31,6 +31,11 @@ def window_size(s: jax.Array, w_min: float = WINDOW_MIN, w_max: float = WINDOW_M
   return w_min + (w_max - w_min) * jax.nn.sigmoid(s)
 
 
+def window_logit(w: jax.Array, w_min: float = WINDOW_MIN, w_max: float = WINDOW_MAX) -> jax.Array:
+  """The s with window_size(s) = w, for w in (w_min, w_max): log((w - w_min) / (w_max - w))."""
+  return jnp.log((w - w_min) / (w_max - w))
+
+
 def _pixel_centres(n: int) -> jax.Array:
   """Normalised coordinates of the centres of n pixels: (2i + 1) / n - 1."""
   return (2.0 * jnp.arange(n, dtype=jnp.float32) + 1.0) / n - 1.0

@@ -53,9 +53,7 @@ def check_options(cfg: ml_collections.ConfigDict) -> None:
   if not cfg.z_pres_logit_bound >= 0:
     raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
                      f'{cfg.z_pres_logit_bound}')
-  if not all(isinstance(size, int) and size > 0 for size in cfg.image_conv_features):
-    raise ValueError('config.model.image_conv_features must be a tuple of positive ints (() = no '
-                     f'convolutions), got {cfg.image_conv_features!r}')
+  modules.check_conv_features('model.image_conv_features', cfg.image_conv_features)
   if cfg.memoryless and not cfg.difference_input:
     raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
                      'in AIR every step would see the same image and infer the same object')
@@ -119,10 +117,7 @@ class AIR(nn.Module):
     self.scene.check()
     chex.assert_rank(images, 3)
     batch = images.shape[0]
-    if cfg.image_conv_features:
-      image_features = modules.ConvFeatures(tuple(cfg.image_conv_features), name='image_conv')
-    else:
-      image_features = lambda x: x.reshape(x.shape[0], -1)
+    image_features = modules.ConvFeatures(tuple(cfg.image_conv_features), name='image_conv')
     features = image_features(images)  # once per image
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),
                               (features.shape[-1], 4 * cfg.lstm_size))

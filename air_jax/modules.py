@@ -87,9 +87,17 @@ def gaussian_params(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
   return loc, nn.softplus(raw_scale) + SCALE_FLOOR
 
 
+def check_conv_features(field: str, features) -> None:
+  """Raises ValueError unless `features` (config field `field`) is a tuple of positive ints."""
+  if not all(isinstance(size, int) and size > 0 for size in features):
+    raise ValueError(f'config.{field} must be a tuple of positive ints (() = no convolutions), '
+                     f'got {features!r}')
+
+
 class ConvFeatures(nn.Module):
   """images [B, H, W] -> features [B, F]: 3x3 convolutions of stride 2, each followed by a ReLU,
-  flattened (F = features[-1] * ceil(H / 2^k) * ceil(W / 2^k) for k layers). Runs in float32."""
+  flattened (F = features[-1] * ceil(H / 2^k) * ceil(W / 2^k) for k layers; features () = the
+  pixels flattened, no parameters). Runs in float32."""
   features: Sequence[int]
 
   @nn.compact

@@ -27,6 +27,11 @@ class TestWindowSize:
     assert np.all(np.diff(w) >= 0)
     np.testing.assert_allclose(w[[0, 2, 3, 5]], [0.1, 0.5, 0.55, 1.0], atol=1e-6)
 
+  def test_window_logit_is_its_inverse(self):
+    np.testing.assert_allclose(glimpse.window_logit(0.5), HALF_S, rtol=1e-6)
+    w = jnp.array([0.11, 0.3, 0.55, 0.99])
+    np.testing.assert_allclose(glimpse.window_size(glimpse.window_logit(w)), w, rtol=1e-5)
+
 
 class TestIdentityWindow:
   """A full-canvas window centred at (0, 0) with glimpse shape == image shape is the identity."""

@@ -258,17 +258,22 @@ def test_the_glimpse_is_centred_on_the_object_at_its_position():
   assert np.all(missed.sum((1, 2)) < 0.6 * mass.sum((1, 2)))
 
 
-def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
-  """discrete_gradient 'enumerate': canvas (i, k) is the render of the sampled scene with step i's
-  object made shape k at its q(u | k) draw, the other objects as sampled; absent steps render
-  nothing; the loss then gives the identity logits a gradient and REINFORCE scores no identity."""
+def sampled_scene(discrete_gradient: str):
+  """(smoke config with that discrete_gradient, its scene, 4 training images, a sampled AIROutput)."""
   config = smoke_config('')
-  config.objective.discrete_gradient = 'enumerate'
+  config.objective.discrete_gradient = discrete_gradient
   scene = scenes.scene_of(config)
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = scenes.air_for(config)
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
-  out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  return config, scene, images, air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+
+
+def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
+  """discrete_gradient 'enumerate': canvas (i, k) is the render of the sampled scene with step i's
+  object made shape k at its q(u | k) draw, the other objects as sampled; absent steps render
+  nothing; the loss then gives the identity logits a gradient and REINFORCE scores no identity."""
+  config, scene, images, out = sampled_scene('enumerate')
   np.testing.assert_array_equal(scene.enumerated_discrete(out, False).canvases, 0.0)  # frozen: nothing rendered
   enumerated = scene.enumerated_discrete(out, True)
   probs, canvases = jax.nn.softmax(enumerated.logits), enumerated.canvases
@@ -297,13 +302,7 @@ def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
 def test_wake_identity_learns_by_the_inclusive_kl_alone():
   """discrete_gradient 'wake': the identity logits' gradient is that of wake_surrogate alone (the
   ELBO's KL terms hold them), and nothing is scored by REINFORCE."""
-  config = smoke_config('')
-  config.objective.discrete_gradient = 'wake'
-  scene = scenes.scene_of(config)
-  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  air = scenes.air_for(config)
-  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
-  out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  _, scene, _, out = sampled_scene('wake')
   enumerated = scene.enumerated_discrete(out, True)
   assert enumerated.inclusive
   np.testing.assert_array_equal(scene.discrete_log_prob(out), 0.0)

@@ -89,10 +89,7 @@ class ShapeEncoder(nn.Module):
   @nn.compact
   def __call__(self, glimpses):
     k = self.num_shapes
-    if self.conv_features:
-      features = modules.ConvFeatures(tuple(self.conv_features))(glimpses)
-    else:
-      features = glimpses.reshape(glimpses.shape[0], -1)
+    features = modules.ConvFeatures(tuple(self.conv_features))(glimpses)
     hidden = nn.relu(modules.Dense(self.hidden, dtype=self.dtype, name='hidden')(features))
     identity_logits = modules.Dense(k, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                                     name='identity')(hidden)
@@ -153,9 +150,7 @@ class Scene:
     for name in ('glimpse_size', 'glimpse_extent', 'encoder_hidden'):
       if not model[name] > 0:
         raise ValueError(f'config.model.{name} must be positive, got {model[name]}')
-    if not all(isinstance(size, int) and size > 0 for size in model.glimpse_conv_features):
-      raise ValueError('config.model.glimpse_conv_features must be a tuple of positive ints (() = no '
-                       f'convolutions), got {model.glimpse_conv_features!r}')
+    modules.check_conv_features('model.glimpse_conv_features', model.glimpse_conv_features)
     if not self.data.render_processes >= 1:
       raise ValueError(f'config.data.render_processes must be >= 1, got {self.data.render_processes}')
 
@@ -209,8 +204,7 @@ class Scene:
     pixels, depth = shapes_3d.project(world, centre, xp=jnp)
     side = shapes_3d.focal_length(world) * self.model.glimpse_extent / (depth * n)
     side = jnp.clip(side, glimpse.WINDOW_MIN + 1e-3, glimpse.WINDOW_MAX - 1e-3)
-    s = jnp.log((side - glimpse.WINDOW_MIN) / (glimpse.WINDOW_MAX - side))  # glimpse.window_size(s) = side
-    return jnp.stack([s, 2 * pixels[:, 1] / n - 1, 2 * pixels[:, 0] / n - 1], -1)
+    return jnp.stack([glimpse.window_logit(side), 2 * pixels[:, 1] / n - 1, 2 * pixels[:, 0] / n - 1], -1)
 
   def sample(self, head, images, key_fn):
     """Attend, then infer: the position from the LSTM state, then the shape and its rotation from
