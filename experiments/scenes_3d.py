@@ -52,6 +52,10 @@ _RUNS = flags.DEFINE_list('runs', list(RUNS), f'Any of {list(RUNS)}.')
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 20_000, 'Training scenes (the same for AIR and the CNN).')
 _NUM_EVAL = flags.DEFINE_integer('num_eval', 1_000, 'Held-out scenes (another seed).')
 _STEPS = flags.DEFINE_integer('num_train_steps', 5_000, 'AIR training steps per run.')
+_EVAL_EVERY = flags.DEFINE_integer('eval_every_steps', 1_000,
+                                   'AIR runs: steps between held-out evaluations (and checkpoints).')
+_EMA_DECAY = flags.DEFINE_float('ema_decay', 0.0, 'AIR runs: > 0 evaluates an EMA of the parameters '
+                                '(config.ema_decay); 0: the latest parameters.')
 _CNN_STEPS = flags.DEFINE_integer('cnn_steps', 4_000, 'Supervised CNN training steps (batch 64).')
 _GRADIENT = flags.DEFINE_enum('gradient', 'central', ['central', 'spsa'], 'AIR pose gradient estimator.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Cache of rendered scenes (default ~/.cache/air_jax).')
@@ -66,7 +70,8 @@ def air_config(run: str):
   if not _SMOKE.value:
     config.data.num_train, config.data.num_eval = _NUM_TRAIN.value, _NUM_EVAL.value
     config.num_train_steps = _STEPS.value
-    config.eval_every_steps = config.checkpoint_every_steps = 500
+    config.eval_every_steps = config.checkpoint_every_steps = _EVAL_EVERY.value
+    config.ema_decay = _EMA_DECAY.value
   if run.startswith('one_object'):
     config.data.train_counts = config.data.eval_counts = (1,)
     config.model.max_steps = 2

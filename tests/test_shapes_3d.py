@@ -140,3 +140,36 @@ def test_no_opengl_backend_is_one_clear_error():
   lines = process.stdout.strip().splitlines()
   assert len(lines) == 1, process.stdout
   assert "MUJOCO_GL='no_such_backend'" in lines[0] and 'libegl1 libgl1-mesa-dri' in lines[0], lines[0]
+
+
+def test_render_pool_restarts_a_render_process_that_died():
+  """A render process killed between batches (as a native crash in the rasteriser would) is
+  started again and its rows rendered again: the same images, not an error."""
+  import signal  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  layouts = [shapes_3d.sample_layout(rng, WORLD) for _ in range(4)]
+  shape = np.stack([l['shape'] for l in layouts])
+  pose = np.concatenate([np.stack([l['position'] for l in layouts]),
+                         np.stack([l['theta'] for l in layouts])[..., None]], axis=-1)
+  present = shape >= 0
+  pool = shapes_3d.RenderPool(WORLD, WORLD.max_objects, processes=2)
+  try:
+    before = pool(shape, pose, present)
+    pool._workers[1].send_signal(signal.SIGSEGV)  # pylint: disable=protected-access
+    pool._workers[1].wait(timeout=30)  # pylint: disable=protected-access
+    after = pool(shape, pose, present)
+    assert pool.restarts == 1
+    np.testing.assert_array_equal(after, before)
+    # Killed mid-batch: after its rows were sent, before it replied.
+    send, victim = pool._send, pool._workers[0]  # pylint: disable=protected-access
+    def send_then_kill(worker, message):
+      send(worker, message)
+      if worker is victim:
+        worker.send_signal(signal.SIGSEGV)
+        worker.wait(timeout=30)
+    pool._send = send_then_kill  # pylint: disable=protected-access
+    np.testing.assert_array_equal(pool(shape, pose, present), before)
+    assert pool.restarts == 2
+    assert np.abs(before[2:] - before[:2]).sum() > 1.0  # the killed process's rows are real scenes
+  finally:
+    pool.close()

@@ -26,11 +26,13 @@ import threading
 import time
 from typing import Dict, Sequence
 
+from absl import logging
 import numpy as np
 
 SHAPES = ('cube', 'sphere', 'cylinder')  # identity k = index
 PARKED = 50.0  # x of a body that is not in the scene: far outside the camera's view
 MAX_PLACEMENT_TRIES = 1000
+MAX_RENDER_RESTARTS = 3  # per batch, for a render process that died (RenderPool._render)
 SCENE_VERSION = 1  # bump when the world's rendering or sampling changes: names the cached files
 
 
@@ -252,26 +254,38 @@ class RenderPool:
     if processes < 1:
       raise ValueError(f'render processes must be >= 1, got {processes}')
     import pathlib  # pylint: disable=g-import-not-at-top
-    import subprocess  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
     self.world, self.slots, self.processes = world, int(slots), int(processes)
     self.renders, self.seconds = 0, 0.0  # scenes rendered so far and the wall time it took
+    self.restarts = 0  # render processes that died and were started again
     self._lock = threading.Lock()  # one batch at a time through the pipes (callers may be threads)
-    env = dict(os.environ)  # the child imports this copy of air_jax
+    self._env = dict(os.environ)  # the child imports this copy of air_jax
     root = str(pathlib.Path(__file__).resolve().parents[2])
-    env['PYTHONPATH'] = os.pathsep.join([root] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    command = [sys.executable, '-c', 'from air_jax.data import shapes_3d; shapes_3d.serve_renders()']
-    # A fresh interpreter, not a fork of this one: forking a process that runs XLA's threads is unsafe.
-    self._workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-                     for _ in range(self.processes)]
+    self._env['PYTHONPATH'] = os.pathsep.join(
+        [root] + ([self._env['PYTHONPATH']] if self._env.get('PYTHONPATH') else []))
+    self._command = [sys.executable, '-c',
+                     'from air_jax.data import shapes_3d; shapes_3d.serve_renders()']
+    self._workers = []
     atexit.register(self.close)
-    for worker in self._workers:
-      self._send(worker, (world, self.slots))
-    for worker in self._workers:
-      kind, message = self._receive(worker)
-      if kind == 'error':
+    for _ in range(self.processes):
+      try:
+        self._workers.append(self._start_worker())
+      except RendererUnavailableError:
         self.close()
-        raise RendererUnavailableError(message)
+        raise
+
+  def _start_worker(self):
+    """A fresh interpreter (not a fork of this one: forking a process that runs XLA's threads is
+    unsafe) that has made its SceneRenderer; RendererUnavailableError if it could not."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    worker = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env=self._env)
+    self._send(worker, (self.world, self.slots))
+    kind, message = self._receive(worker)
+    if kind != 'ready':
+      self._stop(worker)
+      raise RendererUnavailableError(message)
+    return worker
 
   @staticmethod
   def _send(worker, message) -> None:
@@ -281,11 +295,12 @@ class RenderPool:
 
   @staticmethod
   def _receive(worker):
+    """The worker's reply, or ('exited', why) if its process is gone."""
     import pickle  # pylint: disable=g-import-not-at-top
     try:
       return pickle.load(worker.stdout)
-    except EOFError:
-      return ('error', f'the render process exited (status {worker.wait()}); its stderr says why')
+    except (EOFError, pickle.UnpicklingError):
+      return ('exited', f'the render process exited (status {worker.wait()}); its stderr says why')
 
   def __call__(self, shape, pose, present) -> np.ndarray:
     shape, pose, present = np.asarray(shape), np.asarray(pose, np.float64), np.asarray(present)
@@ -295,14 +310,24 @@ class RenderPool:
       return self._render(shape, pose, present)
 
   def _render(self, shape, pose, present) -> np.ndarray:
+    """Renders are deterministic, so a render process that died (a native crash in the software
+    rasteriser: once in ~3,400 training steps) is started again and sent its rows again, up to
+    MAX_RENDER_RESTARTS times per batch; an error the process reports itself is raised."""
     start = time.perf_counter()
     parts = [rows for rows in np.array_split(np.arange(len(shape)), self.processes) if len(rows)]
-    for worker, rows in zip(self._workers, parts):
-      self._send(worker, (shape[rows], pose[rows], present[rows]))
+    jobs = [(shape[rows], pose[rows], present[rows]) for rows in parts]
+    for index, job in enumerate(jobs):
+      self._send_or_restart(index, job)
     images = []
-    for worker, _ in zip(self._workers, parts):
-      kind, result = self._receive(worker)
-      if kind == 'error':
+    for index, job in enumerate(jobs):
+      kind, result = self._receive(self._workers[index])
+      for _ in range(MAX_RENDER_RESTARTS):
+        if kind != 'exited':
+          break
+        self._restart(index, result)
+        self._send(self._workers[index], job)
+        kind, result = self._receive(self._workers[index])
+      if kind != 'images':
         raise RuntimeError(f'a render process failed: {result}')
       images.append(result)
     size = self.world.image_size
@@ -311,20 +336,36 @@ class RenderPool:
     self.seconds += time.perf_counter() - start
     return out
 
+  def _send_or_restart(self, index: int, job) -> None:
+    try:
+      self._send(self._workers[index], job)
+    except (BrokenPipeError, OSError):  # it died between batches
+      self._restart(index, f'the render process exited (status {self._workers[index].wait()})')
+      self._send(self._workers[index], job)
+
+  def _restart(self, index: int, why: str) -> None:
+    logging.warning('%s; starting render process %d again', why, index)
+    self._stop(self._workers[index])
+    self._workers[index] = self._start_worker()
+    self.restarts += 1
+
+  @classmethod
+  def _stop(cls, worker) -> None:
+    try:
+      cls._send(worker, None)
+      worker.stdin.close()
+    except (BrokenPipeError, OSError, ValueError):
+      pass
+    try:
+      worker.wait(timeout=10)
+    except Exception:  # pylint: disable=broad-except
+      worker.kill()
+    worker.stdout.close()
+
   def close(self) -> None:
     """Stops the render processes (each frees its renderer itself)."""
     for worker in self._workers:
-      try:
-        self._send(worker, None)
-        worker.stdin.close()
-      except (BrokenPipeError, OSError, ValueError):
-        pass
-    for worker in self._workers:
-      try:
-        worker.wait(timeout=10)
-      except Exception:  # pylint: disable=broad-except
-        worker.kill()
-      worker.stdout.close()
+      self._stop(worker)
     self._workers = []
 
 
