@@ -14,9 +14,12 @@ from air_jax.data import pipeline
 
 def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
              max_count: int, mesh=None) -> Dict[str, Any]:
-  """Count accuracy, per-count confusion and mean ELBO over a random-access source."""
+  """Over a random-access source: the mean ELBO, the mean squared error of the reconstruction (the
+  canvas of q's modes), the inferred counts' distribution (steps_used [max_count + 1]: the share
+  of images whose modes use c steps; mean_steps) and, where the source's counts are known (>= 0),
+  the count accuracy and the per-count confusion."""
   mesh = mesh if mesh is not None else parallel.make_mesh()
-  predicted, true, elbos = [], [], []
+  predicted, true, elbos, errors = [], [], [], []
   for i, batch in enumerate(pipeline.eval_batches(source, batch_size)):
     n = len(batch['image'])
     images = batch['image']
@@ -26,10 +29,18 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
     result = parallel.to_host(eval_step(params, images, jax.random.fold_in(key, i)))
     predicted.append(result['count'][:n])
     elbos.append(result['elbo'][:n])
+    errors.append(result['reconstruction_mse'][:n])
     true.append(batch['count'])
   predicted, true = np.concatenate(predicted), np.concatenate(true)
-  return dict(count_accuracy=float((predicted == true).mean()), elbo=float(np.concatenate(elbos).mean()),
-              confusion=metrics_lib.confusion_matrix(true, predicted, max_count))
+  steps_used = np.bincount(np.clip(predicted, 0, max_count), minlength=max_count + 1) / len(predicted)
+  result = dict(elbo=float(np.concatenate(elbos).mean()), reconstruction_mse=float(np.concatenate(errors).mean()),
+                mean_steps=float(predicted.mean()), steps_used=steps_used)
+  if (true >= 0).all():
+    result.update(count_accuracy=float((predicted == true).mean()),
+                  confusion=metrics_lib.confusion_matrix(true, predicted, max_count))
+  elif (true >= 0).any():
+    raise ValueError('the evaluation source mixes known counts (>= 0) with unknown ones (-1)')
+  return result
 
 
 def restore_model_params(workdir, config: ml_collections.ConfigDict):

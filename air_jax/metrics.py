@@ -16,6 +16,17 @@ def confusion_matrix(true: np.ndarray, predicted: np.ndarray, max_count: int) ->
   return matrix
 
 
+def format_evaluation(result: Dict[str, Any], note: str = '') -> str:
+  """evaluation.evaluate's result in lines: a line of figures (then `note`), then the confusion
+  where the counts are known, else the share of images using each number of steps."""
+  line = (f'count accuracy {result["count_accuracy"]:.4f}  ' if 'count_accuracy' in result else '') + (
+      f'elbo {result["elbo"]:.1f}  reconstruction mse {result["reconstruction_mse"]:.5f}  '
+      f'mean steps {result["mean_steps"]:.2f}  {note}').rstrip()
+  if 'confusion' in result:
+    return line + '\n' + format_confusion(result['confusion'])
+  return line + '\nsteps used: ' + '  '.join(f'{c}: {share:.3f}' for c, share in enumerate(result['steps_used']))
+
+
 def format_confusion(matrix: np.ndarray) -> str:
   """Rows: true count, columns: inferred count (only rows with examples)."""
   header = 'true\\inferred ' + ' '.join(f'{j:>6d}' for j in range(matrix.shape[1]))
@@ -46,10 +57,10 @@ def progress_line(step: int, total: int, m: Dict[str, float], train_seconds: flo
   """One line of training progress; the object KLs are the metrics named kl_<latent>."""
   eta = format_duration((total - step) / max(m['steps_per_second'], 1e-9))
   object_kls = ''.join(f' {k[3:]} {v:.2f}' for k, v in m.items() if k.startswith('kl_') and k != 'kl_pres')
+  accuracy = '' if np.isnan(m['train_count_accuracy']) else f' train acc {m["train_count_accuracy"]:.3f}'
   return (f'step {step}/{total} | {m["steps_per_second"]:.1f} steps/s {m["images_per_second"]:.0f} img/s '
           f'| elbo {m["elbo"]:.1f} (log p(x|z) {m["log_likelihood"]:.1f}, kl pres {m["kl_pres"]:.2f}'
-          f'{object_kls}) | count {m["count"]:.2f} '
-          f'train acc {m["train_count_accuracy"]:.3f} | t {train_seconds:.0f}s eta {eta}')
+          f'{object_kls}) | count {m["count"]:.2f}{accuracy} | t {train_seconds:.0f}s eta {eta}')
 
 
 class ProgressPrinter:
@@ -77,7 +88,7 @@ class SummaryWriter:
 
   def scalars(self, step: int, values: Dict[str, Any]) -> None:
     for name, value in values.items():
-      if np.ndim(value) == 0:
+      if np.ndim(value) == 0 and np.isfinite(value):  # NaN: not measured (train acc without counts)
         self._writer.add_scalar(name if '/' in name else f'train/{name}', float(value), step)
     self._writer.flush()
 

@@ -1,7 +1,8 @@
 """Pictures of what AIR infers on 2D scenes, as host arrays for PNG files and TensorBoard.
 
-One row per image: the input and the reconstruction, each with every present step's window drawn in
-that step's colour (absent steps are not drawn) and the inferred count above; then, per step, the
+One row per image: the input and the reconstruction (drawn as its parts, each step's object in that
+step's colour), each with every present step's window drawn in that step's colour (absent steps are
+not drawn) and the inferred count above; then, per step, the
 glimpse the encoder read from the window and the patch the decoder drew into it, framed in the
 step's colour (left blank for absent steps).
 
@@ -95,6 +96,15 @@ def _framed(image: np.ndarray, shape: Tuple[int, int], step: int) -> np.ndarray:
   return rgb
 
 
+def coloured_parts(parts: np.ndarray, present: np.ndarray, scale: int = 1) -> np.ndarray:
+  """parts [N, H, W] (0-1), present [N] -> uint8 [H*scale, W*scale, 3]: sum over present steps i
+  of part_i x colour(i), clipped to [0, 255]."""
+  parts = np.asarray(parts, np.float32) * np.asarray(present, np.float32)[:, None, None]
+  colours = np.array([colour(i) for i in range(len(parts))], np.float32)
+  rgb = np.round(np.clip(np.einsum('nhw,nc->hwc', parts, colours), 0.0, 255.0)).astype(np.uint8)
+  return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+
+
 def column_titles(num_steps: int, with_glimpses: bool, with_patches: bool) -> list:
   titles = ['input', 'reconstruction']
   for i in range(num_steps):
@@ -116,13 +126,16 @@ def grid_shape(rows: int, columns: int, cell_shape: Tuple[int, int]) -> Tuple[in
 def grid(images: np.ndarray, canvas: np.ndarray, z_pres: np.ndarray, boxes: np.ndarray,
          glimpses: Optional[np.ndarray] = None, patches: Optional[np.ndarray] = None,
          true_counts: Optional[np.ndarray] = None, scale: int = 2,
-         step_labels: Optional[Sequence[Sequence[str]]] = None) -> np.ndarray:
+         step_labels: Optional[Sequence[Sequence[str]]] = None,
+         parts: Optional[np.ndarray] = None) -> np.ndarray:
   """The picture of a batch: uint8 [height, width, 3] (see grid_shape and cell_position).
 
   images, canvas [B, H, W] (0-1 or uint8); z_pres [B, N] (> 0.5: present); boxes [B, N, 4]
   (top, left, height, width in canvas pixels, as glimpse.boxes); glimpses [B, N, G, G] and
   patches [B, N, P, P] (optional columns); true_counts [B] (optional, shown beside the count);
-  step_labels [B][N] (optional: what each present step inferred, e.g. a shape, after the count)."""
+  step_labels [B][N] (optional: what each present step inferred, e.g. a shape, after the count);
+  parts [B, N, H, W] (optional: each step's object on the canvas, 0-1): the reconstruction is then
+  drawn as its parts, each in its step's colour (sum_i part_i colour_i, clipped)."""
   from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
   images, canvas = np.asarray(images), np.asarray(canvas)
   present = np.asarray(z_pres) > 0.5
@@ -140,7 +153,8 @@ def grid(images: np.ndarray, canvas: np.ndarray, z_pres: np.ndarray, boxes: np.n
   for b in range(batch):
     on = present[b].cumprod().astype(bool)  # a step after an absent one is absent too
     paste(b, 0, draw_boxes(to_rgb(images[b], scale), boxes[b], on, scale))
-    paste(b, 1, draw_boxes(to_rgb(canvas[b], scale), boxes[b], on, scale))
+    reconstruction = to_rgb(canvas[b], scale) if parts is None else coloured_parts(parts[b], on, scale)
+    paste(b, 1, draw_boxes(reconstruction, boxes[b], on, scale))
     column = 2
     for i in range(num_steps):
       for stack in (glimpses, patches):
@@ -158,7 +172,8 @@ def grid(images: np.ndarray, canvas: np.ndarray, z_pres: np.ndarray, boxes: np.n
     draw.text((x, PAD // 2), title, fill=TEXT_COLOUR, font=font)
   for b in range(batch):
     y, x = cell_position(b, 0, cell)
-    caption = f'count {counts[b]}' + ('' if true_counts is None else f' (true {int(true_counts[b])})')
+    caption = f'count {counts[b]}' + ('' if true_counts is None or true_counts[b] < 0
+                                           else f' (true {int(true_counts[b])})')
     if step_labels is not None:
       caption += ': ' + ' '.join(str(step_labels[b][i]) for i in range(counts[b]))
     draw.text((x, y - TEXT), caption, fill=TEXT_COLOUR, font=font)
@@ -172,8 +187,8 @@ def save_png(picture: np.ndarray, path) -> None:
 
 def picture_latents(config, params, images: jax.Array) -> Dict[str, jax.Array]:
   """One forward pass with q's modes -> canvas [B, H, W], z_pres [B, N], z_where [B, N, 3],
-  boxes [B, N, 4], glimpses [B, N, G, G] (read at z_where) and patches [B, N, P, P] (decoded z_what;
-  glimpse.write(patches[:, i], z_where[:, i]) is out.objects['image'][:, i])."""
+  boxes [B, N, 4], glimpses [B, N, G, G] (read at z_where), patches [B, N, P, P] (decoded z_what)
+  and parts [B, N, H, W] (glimpse.write(patches[:, i], z_where[:, i]): step i's object on the canvas)."""
   cfg, scene = config.model, scenes.scene_of(config)
   images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
   out = model_lib.AIR(cfg, scene).apply({'params': params}, images, use_mode=True)
@@ -183,7 +198,8 @@ def picture_latents(config, params, images: jax.Array) -> Dict[str, jax.Array]:
   patches = scene.decoder().apply({'params': params['step']['object_decoder']},
                                   out.objects['z_what'].reshape(batch * steps, -1)).reshape(batch, steps, cfg.patch_size, cfg.patch_size)
   return dict(canvas=out.canvas, z_pres=out.z_pres, z_where=out.objects['z_where'],
-              boxes=glimpse.boxes(out.objects['z_where'], images.shape[1:]), glimpses=glimpses, patches=patches)
+              boxes=glimpse.boxes(out.objects['z_where'], images.shape[1:]), glimpses=glimpses, patches=patches,
+              parts=out.objects['image'])
 
 
 class Pictures:
@@ -202,7 +218,7 @@ class Pictures:
     images = np.asarray(images)
     out = self.latents(params, images)
     return grid(images, out['canvas'], out['z_pres'], out['boxes'], out['glimpses'], out['patches'],
-                true_counts, self.scale)
+                true_counts, self.scale, parts=out['parts'])
 
 
 def png_path_problem(path) -> Optional[str]:

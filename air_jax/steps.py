@@ -147,7 +147,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
         kl_pres=terms.kl_pres.sum(-1).mean(), baseline_loss=aux['baseline_loss'],
         advantage_sd=jnp.sqrt((active * jnp.square(aux['advantage'])).sum() / active.sum()),
         count=out.z_pres.sum(-1).mean(),
-        train_count_accuracy=(out.z_pres.sum(-1) == counts).mean(),
+        # NaN where the data's counts are unknown (-1: Omniglot)
+        train_count_accuracy=jnp.where((counts >= 0).all(), (out.z_pres.sum(-1) == counts).mean(), jnp.nan),
         grad_norm=grad_norms['model'], z_pres_prior=prior,
         **{f'kl_{name}': kl.sum(-1).mean() for name, kl in terms.kl_objects.items()})
     new_state = TrainState(
@@ -165,7 +166,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
 
 def make_eval_step(config: ml_collections.ConfigDict, mesh=None):
   """(model params, images [B, H, W], key) -> per image: inferred count with q's modes, ELBO of a
-  sample, and the modes' latents (the scene kind's summary of them)."""
+  sample, the modes' reconstruction error mean((canvas - image)^2) and latents (the scene kind's
+  summary of them)."""
   air, _ = loss_lib.build_models(config)
 
   def eval_step(params, images, key):
@@ -175,6 +177,7 @@ def make_eval_step(config: ml_collections.ConfigDict, mesh=None):
     prior = jnp.float32(config.objective.z_pres_prior)
     terms = loss_lib.elbo_terms_for(config, sample, images, prior)
     return dict(count=mode.z_pres.sum(-1).astype(jnp.int32), elbo=terms.elbo,
+                reconstruction_mse=((mode.canvas - images) ** 2).mean((1, 2)),
                 z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
                 **air.scene.summary(mode.objects))
 

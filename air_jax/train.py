@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 import jax
 import ml_collections
+import numpy as np
 
 from air_jax import checkpoints
 from air_jax import evaluation
@@ -82,7 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}), global batch {config.batch_size}')
   writer = metrics_lib.SummaryWriter(workdir)
   history = metrics_lib.History(workdir, resume_step=start_step)
-  max_count = max(max(config.data.train_counts), max(config.data.eval_counts), config.model.max_steps)
+  max_count = scenes.max_count(config)
   batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed, start_step)
   local = parallel.process_slice(config.batch_size)  # this process's share of each global batch
 
@@ -109,14 +110,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
       pause = time.time()
       result = evaluation.evaluate(eval_step, steps.eval_params(state, config), eval_source, config.eval_batch_size,
                         jax.random.fold_in(eval_key, done), max_count, mesh)
-      writer.scalars(done, {'eval/count_accuracy': result['count_accuracy'], 'eval/elbo': result['elbo']})
+      writer.scalars(done, {f'eval/{name}': v for name, v in result.items() if isinstance(v, float)})
       writer.image(done, 'eval/pictures',
                    pictures(steps.eval_params(state, config), picture_scenes['image'], picture_scenes['count']))
       history.append(dict(kind='eval', step=done, train_seconds=round(train_seconds, 2),
-                          count_accuracy=result['count_accuracy'], elbo=result['elbo'],
-                          confusion=result['confusion'].tolist()))
-      log(f'eval step {done}: count accuracy {result["count_accuracy"]:.4f}  elbo {result["elbo"]:.1f}  '
-          f'(train time {train_seconds:.0f}s)\n' + metrics_lib.format_confusion(result['confusion']))
+                          **{name: np.asarray(v).tolist() for name, v in result.items()}))
+      log(f'eval step {done}: ' + metrics_lib.format_evaluation(result, f'(train time {train_seconds:.0f}s)'))
       interval_start += time.time() - pause  # evaluation time is not training time
     if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
       check_nonfinite(state, config, checkpointer, log)

@@ -41,8 +41,9 @@ def render(workdir, output, images_path=None, num_images: int = pictures.SUMMARY
       raise infer.InputError(f'--start={start}: {images_path} holds {len(images)} images')
     images = images[start:start + num_images]
   else:
-    if start >= config.data.num_eval:
-      raise infer.InputError(f'--start={start}: the run has {config.data.num_eval} held-out scenes')
+    num_eval = len(scenes.scene_of(config).eval_source())
+    if start >= num_eval:
+      raise infer.InputError(f'--start={start}: the run has {num_eval} held-out scenes')
     held_out = held_out_scenes(config, start, num_images)
     images, true_counts = held_out['image'], held_out['count']
   picture = scenes.scene_of(config).pictures(scale)(infer.load_params(workdir, config), images, true_counts)

@@ -320,80 +320,53 @@ def markdown(table, baselines) -> str:
   return '\n'.join(lines[:-1])
 
 
-STYLES = {'air': ((31, 119, 180), 'circle', 'AIR latents + MLP head'),
-          'air_digits': ((44, 160, 44), 'triangle', 'AIR latents + digit head'),
-          'cnn': ((255, 127, 14), 'square', 'CNN on pixels')}
+STYLES = {'air': ('tab:blue', 'o', 'AIR latents + MLP head'),
+          'air_digits': ('tab:green', '^', 'AIR latents + digit head'),
+          'cnn': ('tab:orange', 's', 'CNN on pixels')}
 TITLES = {'sum': 'sum of the digits', 'order': 'digits in ascending order (left to right)'}
+SUBSET_TITLES = {'all': 'all held-out scenes', 'two_digits': '2-digit held-out scenes'}
 
 
 def plot(table, baselines, path: pathlib.Path, note: str = '') -> None:
-  """PNG: held-out accuracy vs labelled scenes (log scale); columns: tasks, rows: all scenes and
-  2-digit scenes; one line per model (mean over seeds, bars min..max); the majority class and 95%
-  dashed. Each panel's y axis starts just below its lowest value. Pillow only."""
-  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+  """PNG (matplotlib): held-out accuracy vs labelled scenes (log scale); columns: tasks, rows: all
+  scenes and 2-digit scenes; one line per model (mean over seeds, bars min..max); the majority
+  class and 95% dashed."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   tasks = [t for t in downstream.TASKS if any(r['task'] == t for r in table)]
   subsets = [s for s in SUBSETS if any(s in r for r in table)]
-  panel_w, panel_h, left, right, top, bottom = 560, 380, 70, 20, 40, 60
-  image = Image.new('RGB', (panel_w * len(tasks), panel_h * len(subsets) + 80), 'white')
-  draw = ImageDraw.Draw(image)
-  font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
   budgets = sorted({r['budget'] for r in table})
-  lo, hi = np.log10(budgets[0]) - 0.25, np.log10(budgets[-1]) + 0.25
-  subset_titles = {'all': 'all held-out scenes', 'two_digits': '2-digit held-out scenes'}
+  figure, axes = plt.subplots(len(subsets), len(tasks), figsize=(5.6 * len(tasks), 3.8 * len(subsets)),
+                              squeeze=False)
   for row, subset in enumerate(subsets):
     for k, task in enumerate(tasks):
-      rows = [r for r in table if r['task'] == task and subset in r]
-      majority = baselines[task][subset]  # nan where the held-out set has no such scenes
-      floor = min([r[subset]['min'] for r in rows] + ([majority] if np.isfinite(majority) else []))
-      bottom_value = max(0.0, np.floor(floor * 10 - 0.5) / 10)
-      x0, x1 = k * panel_w + left, (k + 1) * panel_w - right
-      y0, y1 = row * panel_h + top, (row + 1) * panel_h - bottom
-      px = lambda b: x0 + (np.log10(b) - lo) / (hi - lo) * (x1 - x0)
-      py = lambda a: y1 - (a - bottom_value) / (1.0 - bottom_value) * (y1 - y0)
-      step = 0.1 if bottom_value < 0.5 else 0.05
-      for tick in np.arange(bottom_value, 1.0001, step):  # y grid and labels
-        draw.line([(x0, py(tick)), (x1, py(tick))], fill=(230, 230, 230))
-        draw.text((x0 - 8, py(tick)), f'{tick:.0%}', fill='black', font=small, anchor='rm')
-      for b in budgets:
-        draw.line([(px(b), y0), (px(b), y1)], fill=(230, 230, 230))
-        draw.text((px(b), y1 + 6), f'{b:,}', fill='black', font=small, anchor='mt')
-      draw.rectangle([x0, y0, x1, y1], outline='black')
-      levels = [(0.95, (0, 0, 0), '95%')] + ([(majority, (150, 150, 150), 'majority class')]
-                                             if np.isfinite(majority) else [])
-      for level, colour, label in levels:
-        for xa in np.arange(x0, x1, 10):
-          draw.line([(xa, py(level)), (min(xa + 5, x1), py(level))], fill=colour)
-        draw.text((x0 + 4, py(level) - 2), label, fill=colour, font=small, anchor='lb')
-      for model, (colour, marker, _) in STYLES.items():
+      ax, rows = axes[row][k], [r for r in table if r['task'] == task and subset in r]
+      for model, (colour, marker, label) in STYLES.items():
         series = sorted((r for r in rows if r['model'] == model), key=lambda r: r['budget'])
-        points = [(px(r['budget']), py(r[subset]['mean'])) for r in series]
-        if len(points) > 1:
-          draw.line(points, fill=colour, width=3)
-        for r, (x, y) in zip(series, points):
-          stats = r[subset]
-          draw.line([(x, py(stats['min'])), (x, py(stats['max']))], fill=colour, width=2)
-          for end in (stats['min'], stats['max']):
-            draw.line([(x - 4, py(end)), (x + 4, py(end))], fill=colour, width=2)
-          box = [x - 5, y - 5, x + 5, y + 5]
-          if marker == 'circle':
-            draw.ellipse(box, fill=colour)
-          elif marker == 'square':
-            draw.rectangle(box, fill=colour)
-          else:
-            draw.polygon([(x, y - 6), (x - 6, y + 5), (x + 6, y + 5)], fill=colour)
-      draw.text(((x0 + x1) / 2, y0 - 28), f'{TITLES[task]}: {subset_titles[subset]}', fill='black',
-                font=font, anchor='mt')
-      draw.text(((x0 + x1) / 2, y1 + 26), 'labelled training scenes (log scale)', fill='black',
-                font=small, anchor='mt')
-  base = panel_h * len(subsets)
-  x = 20
-  for model in [m for m in STYLES if any(r['model'] == m for r in table)]:
-    colour, _, label = STYLES[model]
-    draw.rectangle([x, base + 20, x + 14, base + 34], fill=colour)
-    draw.text((x + 20, base + 27), label, fill='black', font=font, anchor='lm')
-    x += 40 + int(draw.textlength(label, font=font))
-  draw.text((20, base + 55), note, fill=(90, 90, 90), font=small, anchor='lm')
-  image.save(path)
+        if not series:
+          continue
+        mean = np.array([r[subset]['mean'] for r in series])
+        spread = np.array([[m - r[subset]['min'], r[subset]['max'] - m] for m, r in zip(mean, series)]).T
+        ax.errorbar([r['budget'] for r in series], mean, yerr=spread, color=colour, marker=marker,
+                    capsize=3, linewidth=2, label=label)
+      ax.axhline(0.95, color='black', linestyle='--', linewidth=1, label='95%')
+      if np.isfinite(baselines[task][subset]):  # nan where the held-out set has no such scenes
+        ax.axhline(baselines[task][subset], color='grey', linestyle='--', linewidth=1, label='majority class')
+      ax.set_xscale('log')
+      ax.set_xticks(budgets, [f'{b:,}' for b in budgets])
+      ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+      ax.set_ylim(top=1.0)
+      ax.grid(True, color='0.9')
+      ax.set_title(f'{TITLES[task]}: {SUBSET_TITLES[subset]}', fontsize=10)
+      ax.set_xlabel('labelled training scenes (log scale)')
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc='lower center', ncol=len(labels), frameon=False)
+  figure.text(0.01, 0.005, note, fontsize=8, color='0.35')
+  figure.tight_layout(rect=(0, 0.07, 1, 1))
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
 
 
 def main(argv):

@@ -41,7 +41,13 @@ def main(argv):
   except (ValueError, FileNotFoundError, train.NonFiniteError, mnist_lib.MnistUnavailableError) as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)
-  print(f'final: step {result["step"]} held-out count accuracy {result.get("count_accuracy", float("nan")):.4f}')
+  if 'count_accuracy' in result:
+    held_out = f' held-out count accuracy {result["count_accuracy"]:.4f}'
+  elif 'mean_steps' in result:  # a scene kind without true counts (Omniglot)
+    held_out = f' held-out elbo {result["elbo"]:.1f}, mean steps {result["mean_steps"]:.2f}'
+  else:  # nothing left to train: the run was complete
+    held_out = ''
+  print(f'final: step {result["step"]}{held_out}')
 
 
 if __name__ == '__main__':

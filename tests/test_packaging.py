@@ -98,6 +98,8 @@ def test_build_holds_the_package_the_experiments_and_the_commands(built):
   for script in (helpers.REPO / 'experiments').glob('*.py'):
     assert f'air_jax/experiments/{script.name}' in names
   assert not any(n.startswith('tests/') for n in names)
+  for sample in ('images_background_small1.zip', 'images_background_small2.zip', 'LICENSE'):
+    assert (lib / 'air_jax' / 'data' / 'omniglot_sample' / sample).is_file(), sample  # the embedded default
   for name, target in SCRIPTS.items():
     assert f'{name} = {target}' in entry_points
 

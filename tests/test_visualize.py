@@ -124,6 +124,24 @@ def test_grid_layout_and_cells():
   assert np.any(picture[y - pictures.TEXT:y] != pictures.BACKGROUND)  # row 0's count
 
 
+def test_reconstruction_as_coloured_parts():
+  """grid(parts=...): the reconstruction cell is each present step's part in its colour, summed."""
+  parts = np.zeros((1, 3, CANVAS, CANVAS), np.float32)
+  parts[0, 0, :10, :10] = 1.0    # step 1 alone
+  parts[0, 1, 5:15, 5:15] = 0.5  # step 2, overlapping step 1 on [5, 10)
+  parts[0, 2, 20:, 20:] = 1.0    # step 3: absent, not drawn
+  z_pres = np.array([[1, 1, 0]], np.float32)
+  boxes = np.zeros((1, 3, 4))
+  picture = pictures.grid(parts.sum(1), parts.sum(1), z_pres, boxes, parts=parts, scale=1)
+  y, x = pictures.cell_position(0, 1, (CANVAS, CANVAS))
+  cell = picture[y:y + CANVAS, x:x + CANVAS].astype(int)
+  red, green = np.array(pictures.colour(0)), np.array(pictures.colour(1))
+  np.testing.assert_array_equal(cell[2, 2], red)
+  np.testing.assert_array_equal(cell[12, 12], np.round(0.5 * green))
+  np.testing.assert_array_equal(cell[7, 7], np.round(np.clip(red + 0.5 * green, 0, 255)))
+  assert (cell[20:, 20:] == 0).all()
+
+
 def test_save_png_round_trips(tmp_path):
   from PIL import Image
   picture = np.random.default_rng(1).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)

@@ -36,7 +36,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.objective.{name} must be >= 0, got {objective[name]}')
   if not 0 <= objective.signal_decay < 1:
     raise ValueError(f'config.objective.signal_decay must be in [0, 1), got {objective.signal_decay}')
-  for counts in ('train_counts', 'eval_counts'):
+  for counts in (f for f in scenes.COUNT_FIELDS if f in config.data):
     if not config.data[counts] or min(config.data[counts]) < 0:
       raise ValueError(f'config.data.{counts} must be a non-empty set of counts >= 0, got {config.data[counts]}')
     if max(config.data[counts]) > config.model.max_steps:

@@ -25,14 +25,20 @@ whole config, offers:
     pictures(scale) -> Pictures       picture(params, images, true counts) -> uint8 RGB grid
 
 predict, sample and draw run inside the core's step module: the submodules they create are the
-step's. Kinds: 'multi_mnist' (2D, scenes.multi_mnist) and 'shapes_3d' (scenes.shapes_3d).
+step's. Kinds: 'multi_mnist' (2D, scenes.multi_mnist), 'omniglot' (the same 2D model on handwritten
+characters, scenes.omniglot) and 'shapes_3d' (scenes.shapes_3d). A kind whose data has no true
+object counts (Omniglot: a character's number of parts is unknown) gives count -1 and has no
+data.train_counts / data.eval_counts; its evaluation reports the steps used instead of a count accuracy.
 """
 import importlib
 
 import ml_collections
 
-KINDS = {'multi_mnist': 'air_jax.scenes.multi_mnist', 'shapes_3d': 'air_jax.scenes.shapes_3d'}
-CONFIGS = {'multi_mnist': 'air_jax.configs.default', 'shapes_3d': 'air_jax.configs.shapes_3d'}
+KINDS = {'multi_mnist': 'air_jax.scenes.multi_mnist', 'omniglot': 'air_jax.scenes.omniglot',
+         'shapes_3d': 'air_jax.scenes.shapes_3d'}
+CONFIGS = {'multi_mnist': 'air_jax.configs.default', 'omniglot': 'air_jax.configs.omniglot',
+           'shapes_3d': 'air_jax.configs.shapes_3d'}
+COUNT_FIELDS = ('train_counts', 'eval_counts')  # config.data's true object counts, where the data has them
 
 
 def _check_kind(kind: str) -> None:
@@ -61,8 +67,14 @@ def cached_sources(scene, verb: str, log=print):
     start = time.time()
     progress = metrics.ProgressPrinter(f'{verb} {split} scenes', log)
     sources.append(multi_mnist.materialise_cached(scenes, cache_dir, split, progress=progress))
-    log(f'{len(scenes)} {split} scenes (counts {tuple(scenes.counts)}) ready in {time.time() - start:.1f}s')
+    counts = f' (counts {tuple(scenes.counts)})' if hasattr(scenes, 'counts') else ''
+    log(f'{len(scenes)} {split} scenes{counts} ready in {time.time() - start:.1f}s')
   return tuple(sources)
+
+
+def max_count(config: ml_collections.ConfigDict) -> int:
+  """The largest count a run can see or infer: its data's counts (where it has them) and max_steps."""
+  return max([config.model.max_steps] + [max(config.data[f]) for f in COUNT_FIELDS if f in config.data])
 
 
 def air_for(config: ml_collections.ConfigDict):
