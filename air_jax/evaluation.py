@@ -18,6 +18,8 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
   canvas of q's modes), the inferred counts' distribution (steps_used [max_count + 1]: the share
   of images whose modes use c steps; mean_steps) and, where the source's counts are known (>= 0),
   the count accuracy and the per-count confusion."""
+  if not len(source):
+    raise ValueError('the evaluation source has no examples')
   mesh = mesh if mesh is not None else parallel.make_mesh()
   predicted, true, elbos, errors = [], [], [], []
   for i, batch in enumerate(pipeline.eval_batches(source, batch_size)):

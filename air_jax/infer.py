@@ -146,8 +146,9 @@ def load_params(workdir: str | pathlib.Path, config):
 
 
 def infer(config, params, images: np.ndarray, batch_size: int = 256) -> dict:
-  """Latents of images float32 [N, H, W] in [0, 1] (q's modes): count [N], z_pres_prob [N, steps]
-  and the scene kind's summary of each step's object (2D: z_where, boxes, z_what)."""
+  """Latents of images float32 [N, H, W] in [0, 1] (q's modes): count [N], z_pres_prob [N, steps],
+  reconstruction_mse [N] (mean squared error of the modes' canvas against the image) and the scene
+  kind's summary of each step's object (2D: z_where, boxes, z_what)."""
   from air_jax import steps
   devices = jax.device_count()
   batch_size = -(-batch_size // devices) * devices  # padded batches split evenly over devices

@@ -77,10 +77,11 @@ def parse_flags(argv):
 def main(args) -> None:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
+  from air_jax.data import omniglot  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown the result
   try:
     picture = render(args.workdir, args.output, args.images, args.num_images, args.start, args.scale)
-  except (infer.InputError, mnist_lib.MnistUnavailableError) as e:
+  except (infer.InputError, mnist_lib.MnistUnavailableError, omniglot.OmniglotUnavailableError) as e:
     launch.fail(str(e))
   print(f'wrote {args.output}: {picture.shape[1]}x{picture.shape[0]} pixels')
 

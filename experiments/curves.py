@@ -31,6 +31,9 @@ def summarise(workdir: pathlib.Path, thresholds) -> dict:
   evaluations = [r for r in metrics.read_history(workdir) if r.get('kind') == 'eval']
   if not evaluations:
     raise ValueError(f'{workdir} has no evaluations in history.jsonl')
+  if 'count_accuracy' not in evaluations[-1]:
+    raise ValueError(f'{workdir} has no count accuracy to summarise: its data have no true counts '
+                     f'(its evaluations report elbo and mean_steps instead)')
   return dict(workdir=str(workdir), final_step=evaluations[-1]['step'],
               final_accuracy=evaluations[-1]['count_accuracy'],
               best_accuracy=max(r['count_accuracy'] for r in evaluations),

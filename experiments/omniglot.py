@@ -73,18 +73,21 @@ def trained(workdir: pathlib.Path) -> tuple:
   return (records[-1]['step'], records[-1]['train_seconds']) if records else (0, 0.0)
 
 
-def train_for(config, workdir: pathlib.Path, seconds: float, log) -> None:
+def train_for(config, workdir: pathlib.Path, seconds: float, first_chunk: int, log) -> None:
   """Trains (resuming) until the run's training time reaches `seconds`: a first chunk of
-  eval_every_steps steps, then as many steps as its measured speed says are left (and again while
-  it falls short)."""
+  first_chunk steps, then as many steps as its measured speed says are left (again while it falls
+  short). Each chunk's first interval includes its compilation: a few seconds against the other run."""
   while True:
     step, spent = trained(workdir)
     if step and spent >= seconds:
       return
-    more = config.eval_every_steps if not step else max(1, int(np.ceil((seconds - spent) * step / spent)))
+    more = first_chunk if not step else max(1, int(np.ceil((seconds - spent) * step / max(spent, 1e-9))))
     config.num_train_steps = step + more
     log(f'{workdir.name}: training to step {config.num_train_steps} ({spent:.0f} of {seconds:.0f} s so far)')
     train.train_and_evaluate(config, str(workdir), log=log)
+    if trained(workdir)[0] <= step:
+      raise ValueError(f'{workdir}: training to step {config.num_train_steps} left its history at step '
+                       f'{trained(workdir)[0]}; its checkpoints and history.jsonl disagree: use a new workdir')
 
 
 def held_out_figures(workdir: pathlib.Path) -> dict:
@@ -140,7 +143,8 @@ def main(argv):
         if run == 'air_4_steps':
           train.train_and_evaluate(config, str(workdir), log=log)
         else:  # the same training time as the 4-step model
-          train_for(config, workdir, results['air_4_steps']['train_seconds'], log)
+          first = min(config.eval_every_steps, results['air_4_steps']['steps'])
+          train_for(config, workdir, results['air_4_steps']['train_seconds'], first, log)
         step, seconds = trained(workdir)
         path.write_text(json.dumps(dict(held_out_figures(workdir), run=run, max_steps=RUNS[run], steps=step,
                                         train_seconds=seconds), indent=1))

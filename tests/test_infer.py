@@ -54,7 +54,8 @@ def test_uint8_images(uint8_result, smoke_run):
   out = load(output)
   config = smoke_run[3]
   steps, d = config.model.max_steps, config.model.z_what_size
-  assert set(out) == {'count', 'z_pres_prob', 'z_where', 'boxes', 'z_what'}
+  assert set(out) == {'count', 'z_pres_prob', 'reconstruction_mse', 'z_where', 'boxes', 'z_what'}
+  assert out['reconstruction_mse'].shape == (N,) and (out['reconstruction_mse'] >= 0).all()
   assert out['count'].shape == (N,) and np.issubdtype(out['count'].dtype, np.integer)
   assert out['z_pres_prob'].shape == (N, steps)
   assert out['z_where'].shape == (N, steps, 3)

@@ -88,6 +88,9 @@ def test_bad_archives_are_one_clear_error(tmp_path):
   write_archive(tmp_path / 'flat.zip', {'a.png': png_bytes(paper()), 'notes/readme.txt': b'hi'})
   with pytest.raises(omniglot.OmniglotUnavailableError, match='holds no Omniglot images'):
     omniglot.Omniglot(tmp_path / 'flat.zip')
+  write_archive(tmp_path / 'broken.zip', {'Alpha/character01/x.png': b'not a png'})
+  with pytest.raises(omniglot.OmniglotUnavailableError, match='x.png is not a readable png'):
+    omniglot.Omniglot(tmp_path / 'broken.zip')[0]
   write_archive(tmp_path / 'small.zip', {'Alpha/character01/x.png': png_bytes(paper(64))})
   with pytest.raises(omniglot.OmniglotUnavailableError, match='is 64x64, Omniglot drawings are 105x105'):
     omniglot.Omniglot(tmp_path / 'small.zip')[0]

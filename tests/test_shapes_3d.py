@@ -160,16 +160,23 @@ def test_render_pool_restarts_a_render_process_that_died():
     after = pool(shape, pose, present)
     assert pool.restarts == 1
     np.testing.assert_array_equal(after, before)
-    # Killed mid-batch: after its rows were sent, before it replied.
+    # Killed mid-batch: after its rows were sent, before it replied (stopped before they arrive).
     send, victim = pool._send, pool._workers[0]  # pylint: disable=protected-access
     def send_then_kill(worker, message):
+      if worker is victim:
+        worker.send_signal(signal.SIGSTOP)
       send(worker, message)
       if worker is victim:
-        worker.send_signal(signal.SIGSEGV)
+        worker.kill()
         worker.wait(timeout=30)
     pool._send = send_then_kill  # pylint: disable=protected-access
     np.testing.assert_array_equal(pool(shape, pose, present), before)
     assert pool.restarts == 2
+    # An error a render process reports ends the pool: no later batch reads a stale reply.
+    with pytest.raises(RuntimeError, match='a render process failed: IndexError'):
+      pool(shape, pose[..., :2], present)  # no theta: the render processes fail
+    with pytest.raises(RuntimeError, match='render pool was closed'):
+      pool(shape, pose, present)
     assert np.abs(before[2:] - before[:2]).sum() > 1.0  # the killed process's rows are real scenes
   finally:
     pool.close()

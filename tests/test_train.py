@@ -240,7 +240,8 @@ def test_evaluate_pads_and_counts():
   def fake_eval_step(params, images, key):
     seen_shapes.append(images.shape)
     count = (np.asarray(images).reshape(len(images), -1).max(-1) > 0).astype(np.int32)
-    return dict(count=count, elbo=np.full(len(images), -float(len(seen_shapes))))
+    return dict(count=count, elbo=np.full(len(images), -float(len(seen_shapes))),
+                reconstruction_mse=np.asarray(images, np.float32).reshape(len(images), -1).mean(-1))
   images = np.zeros((10, 4, 4), np.uint8)
   images[[1, 4, 9]] = 1
   source = multi_mnist.InMemory(dict(image=images, count=np.array([0, 1, 0, 0, 2, 0, 0, 0, 0, 1], np.int32)))
@@ -249,6 +250,17 @@ def test_evaluate_pads_and_counts():
   assert result['count_accuracy'] == pytest.approx(0.9)
   assert result['elbo'] == pytest.approx(-(4 * 1 + 4 * 2 + 2 * 3) / 10)
   np.testing.assert_array_equal(result['confusion'], [[7, 0, 0], [0, 2, 0], [0, 1, 0]])
+  assert result['reconstruction_mse'] == pytest.approx(0.3)  # 3 of 10 images all 1: padding not averaged in
+  assert result['mean_steps'] == pytest.approx(0.3)
+  np.testing.assert_allclose(result['steps_used'], [0.7, 0.3, 0.0])
+  # Data without true counts (-1, Omniglot): the steps used, no count accuracy or confusion.
+  unknown = multi_mnist.InMemory(dict(image=images, count=np.full(10, -1, np.int32)))
+  result = evaluation.evaluate(fake_eval_step, None, unknown, 4, jax.random.key(0), max_count=2)
+  assert 'count_accuracy' not in result and 'confusion' not in result
+  np.testing.assert_allclose(result['steps_used'], [0.7, 0.3, 0.0])
+  with pytest.raises(ValueError, match='no examples'):
+    evaluation.evaluate(fake_eval_step, None, multi_mnist.InMemory(dict(image=images[:0], count=np.zeros(0))),
+                        4, jax.random.key(0), max_count=2)
 
 
 def eval_steps(history):

@@ -102,8 +102,9 @@ class Omniglot:
     self.alphabet = np.array([self.alphabets.index(a) for a, _, _ in matches], np.int32)
     self.character = np.array([index_of[(a, c)] for a, c, _ in matches], np.int32)
     self.num_characters = len(characters)
-    self.digest = hashlib.sha1('\n'.join(self.members).encode() + str(self.path.stat().st_size).encode()
-                               ).hexdigest()[:10]
+    digest = hashlib.sha1(self.path.read_bytes())  # the archive's content and the members chosen
+    digest.update('\n'.join(self.members).encode())
+    self.digest = digest.hexdigest()[:10]
 
   def __len__(self) -> int:
     return len(self.members)
@@ -120,8 +121,11 @@ class Omniglot:
     drawings = []
     with zipfile.ZipFile(self.path) as archive:
       for i in indices:
-        with Image.open(io.BytesIO(archive.read(self.members[i]))) as png:
-          drawing = np.asarray(png.convert('L'), np.float64) / 255.0
+        try:
+          with Image.open(io.BytesIO(archive.read(self.members[i]))) as png:
+            drawing = np.asarray(png.convert('L'), np.float64) / 255.0
+        except (OSError, zipfile.BadZipFile) as e:  # PIL's UnidentifiedImageError is an OSError
+          raise OmniglotUnavailableError(f'{self.path}: {self.members[i]} is not a readable png ({e})') from e
         if drawing.shape != (SOURCE_SIZE, SOURCE_SIZE):
           raise OmniglotUnavailableError(f'{self.path}: {self.members[i]} is {drawing.shape[1]}x'
                                          f'{drawing.shape[0]}, Omniglot drawings are {SOURCE_SIZE}x{SOURCE_SIZE}')

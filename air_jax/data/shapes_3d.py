@@ -307,12 +307,22 @@ class RenderPool:
     if shape.shape[1] > self.slots:
       raise ValueError(f'scenes of {shape.shape[1]} objects, the renderer has {self.slots} slots')
     with self._lock:
-      return self._render(shape, pose, present)
+      if not self._workers:
+        raise RuntimeError('this render pool was closed (after a render error, or by close())')
+      try:
+        return self._render(shape, pose, present)
+      except BaseException:
+        # Replies of the other processes may be left unread in their pipes: a later batch would
+        # read them as its own. Stop them all; shared_pool makes a fresh pool on its next call.
+        self.close()
+        shared_pool.cache_clear()
+        raise
 
   def _render(self, shape, pose, present) -> np.ndarray:
     """Renders are deterministic, so a render process that died (a native crash in the software
-    rasteriser: once in ~3,400 training steps) is started again and sent its rows again, up to
-    MAX_RENDER_RESTARTS times per batch; an error the process reports itself is raised."""
+    rasteriser: once in ~3,400 training steps) is started again and sent its rows again: once if
+    it was found dead when sent them, then up to MAX_RENDER_RESTARTS times per process per batch
+    if it dies before replying. An error the process reports itself is raised."""
     start = time.perf_counter()
     parts = [rows for rows in np.array_split(np.arange(len(shape)), self.processes) if len(rows)]
     jobs = [(shape[rows], pose[rows], present[rows]) for rows in parts]
@@ -351,15 +361,16 @@ class RenderPool:
 
   @classmethod
   def _stop(cls, worker) -> None:
-    try:
-      cls._send(worker, None)
-      worker.stdin.close()
-    except (BrokenPipeError, OSError, ValueError):
-      pass
+    for finish in (lambda: cls._send(worker, None), worker.stdin.close):
+      try:
+        finish()
+      except (BrokenPipeError, OSError, ValueError):
+        pass
     try:
       worker.wait(timeout=10)
     except Exception:  # pylint: disable=broad-except
       worker.kill()
+      worker.wait()
     worker.stdout.close()
 
   def close(self) -> None:
