@@ -13,9 +13,10 @@ their distribution (q's modes).
 
 Each run is a train workdir <workdir>/<run> (killed, it resumes from its checkpoint; the 1-step run
 trains in chunks until its training time reaches the 4-step run's); each finished run's held-out
-figures are cached in <workdir>/<run>/result.json. Writes <workdir>/omniglot.{md,json} and
+figures are cached in <workdir>/<run>/result.json. Writes <workdir>/omniglot.{md,json},
 <workdir>/omniglot.png (held-out characters, their reconstructions as parts in each step's colour,
-each step's glimpse and patch).
+each step's glimpse and patch) and <workdir>/omniglot_curves.png (held-out ELBO and steps used
+against training time).
 """
 import json
 import os
@@ -115,6 +116,27 @@ def markdown(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def plot_curves(root: pathlib.Path, path: pathlib.Path) -> None:
+  """PNG (matplotlib): each run's held-out ELBO and mean steps at its evaluations against training time."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, (elbo_axes, steps_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
+  for run in RUNS:
+    evaluations = [r for r in metrics.read_history(root / run) if r.get('kind') == 'eval']
+    seconds = [r['train_seconds'] for r in evaluations]
+    elbo_axes.plot(seconds, [r['elbo'] for r in evaluations], marker='o', label=run)
+    steps_axes.plot(seconds, [r['mean_steps'] for r in evaluations], marker='o', label=run)
+  elbo_axes.set(xlabel='training time (s)', ylabel='held-out ELBO (nats)', title='held-out ELBO')
+  steps_axes.set(xlabel='training time (s)', ylabel='mean steps used', title='steps used (q\'s modes)')
+  for axes in (elbo_axes, steps_axes):
+    axes.grid(True, color='0.9')
+    axes.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
 def picture(workdir: pathlib.Path, path: pathlib.Path) -> None:
   """The model's picture of PICTURE_CHARACTERS held-out characters spread over the archive."""
   config = infer.load_config(workdir)
@@ -150,12 +172,14 @@ def main(argv):
                                         train_seconds=seconds), indent=1))
       results[run] = json.loads(path.read_text())
     picture(root / 'air_4_steps', root / 'omniglot.png')
+    plot_curves(root, root / 'omniglot_curves.png')
   except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
     launch.fail(str(e))
   (root / 'omniglot.json').write_text(json.dumps(results, indent=1))
   (root / 'omniglot.md').write_text(markdown(results))
   log(markdown(results))
-  log(f'wrote {root / "omniglot.md"}, {root / "omniglot.json"}, {root / "omniglot.png"}')
+  log(f'wrote {root / "omniglot.md"}, {root / "omniglot.json"}, {root / "omniglot.png"}, '
+      f'{root / "omniglot_curves.png"}')
 
 
 if __name__ == '__main__':

@@ -125,4 +125,5 @@ def test_smoke_mode_end_to_end(tmp_path):
   assert 'steps used: 0:' in run.stdout and 'train acc' not in run.stdout  # no true counts to score
   table = (root / 'omniglot.md').read_text()
   assert table.startswith('| run | train steps |') and '| air_1_step |' in table
-  assert (root / 'omniglot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  for picture in ('omniglot.png', 'omniglot_curves.png'):
+    assert (root / picture).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
