@@ -179,3 +179,39 @@ def test_main_bad_flags(tmp_path, capsys, flag, fragment):
   code = tfds_builder.main([f'--data_dir={tmp_path}', flag])
   helpers.assert_one_error_line((code, capsys.readouterr().err), (), fragment, returncode=2)
   assert not list(tmp_path.iterdir())  # nothing written into --data_dir
+
+
+def test_omniglot_characters(tmp_path, capsys):
+  """Omniglot's splits as TFDS array_record, read back by name as the scene kind's sources."""
+  from air_jax import scenes  # pylint: disable=g-import-not-at-top
+  from air_jax.configs import omniglot as omniglot_config  # pylint: disable=g-import-not-at-top
+  from tests import test_omniglot  # pylint: disable=g-import-not-at-top
+  members = {}
+  for alphabet, characters in (('Alpha', 2), ('Bravo', 1)):
+    for c in range(1, characters + 1):
+      drawing = test_omniglot.paper()
+      drawing[:10 * c, :30] = False
+      members[f'{alphabet}/character0{c}/{alphabet}{c}.png'] = test_omniglot.png_bytes(drawing)
+  test_omniglot.write_archive(tmp_path / 'train_part.zip', members)
+  test_omniglot.write_archive(tmp_path / 'held_out.zip', {  # Alpha is left out of the test split
+      **{k: v for k, v in members.items() if k.startswith('Alpha/')},
+      'Charlie/character01/c.png': test_omniglot.png_bytes(test_omniglot.paper())})
+  argv = [f'--data_dir={tmp_path / "tfds"}', '--dataset=omniglot', f'--archive_dir={tmp_path}',
+          '--train_archive=train_part.zip', '--eval_archive=held_out.zip', '--canvas_size=21']
+  assert tfds_builder.main(argv) == 0
+  name = 'train_part-held_out-canvas_21'
+  assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+      f'omniglot_characters/{name}: 3 train + 1 test characters in ')
+  sources = tfds.data_source(f'omniglot_characters/{name}', data_dir=tmp_path / 'tfds', download=False)
+  config = omniglot_config.get_config()
+  config.data.archive_dir, config.data.canvas_size = str(tmp_path), 21
+  config.data.train_archive, config.data.eval_archive = 'train_part.zip', 'held_out.zip'
+  scene = scenes.scene_of(config)
+  for split in ('train', 'test'):
+    expected = scene.scenes(split)
+    assert len(sources[split]) == len(expected)
+    assert_same(pipeline.get_batch(sources[split], range(len(expected))),
+                pipeline.get_batch(expected, range(len(expected))))
+  code = tfds_builder.main([f'--data_dir={tmp_path / "none"}', '--dataset=omniglot', f'--archive_dir={tmp_path}',
+                            '--train_archive=missing.zip'])
+  helpers.assert_one_error_line((code, capsys.readouterr().err), (), 'no Omniglot archive at', returncode=1)

@@ -1,4 +1,5 @@
-"""Multi-MNIST scenes as a TFDS dataset, written as array_record files without TensorFlow.
+"""Multi-MNIST scenes and Omniglot characters as TFDS datasets, written as array_record files
+without TensorFlow.
 
 tfds 4.9 builds a `GeneratorBasedBuilder` without TensorFlow as long as the file format is
 array_record (tfrecord would need `tf.io.TFRecordWriter`) and every feature is a `Tensor` (the
@@ -19,6 +20,12 @@ config loads by name, even without this module:
     import tensorflow_datasets as tfds
     train = tfds.data_source('multi_mnist/counts_0_1_2-canvas_50-train_60000-test_10000-seed_1',
                              split='train', data_dir=DIR, download=False)
+
+Omniglot (`OmniglotCharacters`: the splits of air_jax.scenes.omniglot, named by the archives and
+the canvas):
+
+    python -m air_jax.data.tfds_builder --dataset=omniglot --data_dir=DIR [--archive_dir=FULL]
+    tfds.data_source('omniglot_characters/images_background_small1-images_background_small2-canvas_50', ...)
 """
 import argparse
 import dataclasses
@@ -33,6 +40,7 @@ import tensorflow_datasets as tfds
 from air_jax import metrics
 from air_jax.data import mnist
 from air_jax.data import multi_mnist
+from air_jax.data import omniglot
 
 NAME_PATTERN = re.compile(r'counts_(\d+(?:_\d+)*)-canvas_(\d+)-train_(\d+)-test_(\d+)-seed_(\d+)')
 
@@ -127,10 +135,90 @@ class MultiMnist(tfds.core.GeneratorBasedBuilder):
         canvas_size=config.canvas_size), split) for split, (num_examples, seed) in sizes.items()}
 
   def _generate_examples(self, source, split: str = ''):
-    progress = metrics.ProgressPrinter(f'composing {split} scenes', lambda s: print(s, flush=True))
-    for i in range(len(source)):
-      yield i, source[i]
-      progress(i + 1, len(source))  # with rate and ETA (tfds' own bar knows no total)
+    return examples_of(source, f'composing {split} scenes')
+
+
+def examples_of(source, what: str):
+  """(i, source[i]) for every example of a random-access source, with progress lines (rate, ETA:
+  tfds' own bar knows no total)."""
+  progress = metrics.ProgressPrinter(what, lambda s: print(s, flush=True))
+  for i in range(len(source)):
+    yield i, source[i]
+    progress(i + 1, len(source))
+
+
+OMNIGLOT_NAME = re.compile(r'([\w.()]+)-([\w.()]+)-canvas_(\d+)')
+
+
+def omniglot_config_name(train_archive: str = omniglot.SAMPLE_TRAIN,
+                         eval_archive: str = omniglot.SAMPLE_EVAL, canvas_size: int = 50) -> str:
+  """'images_background_small1-images_background_small2-canvas_50': the archives' stems and the canvas."""
+  stems = [str(epath.Path(name).stem) for name in (train_archive, eval_archive)]
+  if not all(OMNIGLOT_NAME.fullmatch(f'{s}-x-canvas_1') for s in stems):
+    raise ValueError(f'archive names must be letters, digits, _ . ( ) only, got {stems}')
+  return f'{stems[0]}-{stems[1]}-canvas_{int(canvas_size)}'
+
+
+class OmniglotCharacters(tfds.core.GeneratorBasedBuilder):
+  """Omniglot characters as `air_jax.scenes.omniglot` reads them: train = the train archive's,
+  test = the held-out archive's less the train archive's alphabets; example i of a split is example
+  i of that source (image uint8 [canvas, canvas], count -1, alphabet, character)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=omniglot_config_name())]
+
+  def __init__(self, *, archive_dir: str = '', file_format=tfds.core.FileFormat.ARRAY_RECORD, **kwargs):
+    """archive_dir: the folder holding the config's archives ('' = the shipped sample)."""
+    self.archive_dir = archive_dir
+    super().__init__(file_format=file_format, **kwargs)
+
+  code_path = MultiMnist.code_path
+
+  @classmethod
+  def get_builder_config(cls, name, version=None):
+    """Any name made by `omniglot_config_name`."""
+    return super().get_builder_config(name, version) or (
+        tfds.core.BuilderConfig(name=name) if OMNIGLOT_NAME.fullmatch(name) else None)
+
+  def _scene(self):
+    from air_jax import scenes  # pylint: disable=g-import-not-at-top
+    from air_jax.configs import omniglot as omniglot_config  # pylint: disable=g-import-not-at-top
+    train, held_out, canvas = OMNIGLOT_NAME.fullmatch(self.builder_config.name).groups()
+    config = omniglot_config.get_config()
+    config.data.archive_dir, config.data.canvas_size = self.archive_dir, int(canvas)
+    config.data.train_archive, config.data.eval_archive = f'{train}.zip', f'{held_out}.zip'
+    return scenes.scene_of(config)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    size = int(OMNIGLOT_NAME.fullmatch(self.builder_config.name).group(3))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Omniglot characters (Lake et al., 2015): strokes white on black, area-averaged '
+                    'to the canvas; the test split holds only alphabets the train split lacks.',
+        features=tfds.features.FeaturesDict({
+            k: tfds.features.Tensor(shape=shape, dtype=dtype, encoding=tfds.features.Encoding.BYTES)
+            for k, shape, dtype in (('image', (size, size), np.uint8), ('count', (), np.int32),
+                                    ('alphabet', (), np.int32), ('character', (), np.int32))}),
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    scene = self._scene()
+    return {split: self._generate_examples(scene.scenes(split), split) for split in ('train', 'test')}
+
+  def _generate_examples(self, source, split: str = ''):
+    return examples_of(source, f'reading {split} characters')
+
+
+def build_omniglot(data_dir, train_archive: str = omniglot.SAMPLE_TRAIN,
+                   eval_archive: str = omniglot.SAMPLE_EVAL, canvas_size: int = 50,
+                   archive_dir: str = '') -> OmniglotCharacters:
+  """Prepares the Omniglot dataset in data_dir unless already there; returns its builder."""
+  builder = OmniglotCharacters(config=omniglot_config_name(train_archive, eval_archive, canvas_size),
+                               data_dir=data_dir, archive_dir=archive_dir)
+  builder.download_and_prepare()
+  return builder
 
 
 def build(data_dir, counts: Sequence[int] = (0, 1, 2), num_train: int = 60_000, num_test: int = 10_000,
@@ -161,16 +249,36 @@ def main(argv=None) -> int:
   parser.add_argument('--num_train', type=int, default=60_000)
   parser.add_argument('--num_test', type=int, default=10_000)
   parser.add_argument('--seed', type=int, default=1, help='train scenes use seed, test scenes seed + 1')
+  parser.add_argument('--dataset', choices=('multi_mnist', 'omniglot'), default='multi_mnist',
+                      help='omniglot: characters of --train_archive and --eval_archive (less its '
+                           'alphabets the train archive has) in --archive_dir (default: the shipped sample)')
+  parser.add_argument('--archive_dir', default='')
+  parser.add_argument('--train_archive', default=omniglot.SAMPLE_TRAIN)
+  parser.add_argument('--eval_archive', default=omniglot.SAMPLE_EVAL)
   try:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
       raise ValueError(f'unrecognized arguments: {" ".join(unknown)}')
-    counts = parse_counts(args.counts)
-    name = config_name(counts, args.canvas_size, args.num_train, args.num_test, args.seed)
+    if args.dataset == 'omniglot':
+      name = omniglot_config_name(args.train_archive, args.eval_archive, args.canvas_size)
+    else:
+      counts = parse_counts(args.counts)
+      name = config_name(counts, args.canvas_size, args.num_train, args.num_test, args.seed)
   except (argparse.ArgumentError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   tfds.disable_progress_bar()  # ours (composing scenes, with an ETA) is printed instead
+  if args.dataset == 'omniglot':
+    try:
+      builder = build_omniglot(args.data_dir, args.train_archive, args.eval_archive, args.canvas_size,
+                               args.archive_dir)
+    except ValueError as e:  # omniglot.OmniglotUnavailableError: a missing or malformed archive
+      print(f'error: {e}', file=sys.stderr)
+      return 1
+    sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+    print(f'omniglot_characters/{name}: {sizes["train"]} train + {sizes["test"]} test characters '
+          f'in {builder.data_dir}')
+    return 0
   try:
     builder = build(args.data_dir, counts, args.num_train, args.num_test, args.seed, args.canvas_size,
                     args.mnist_dir)
