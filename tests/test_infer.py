@@ -76,7 +76,8 @@ def modes(config, params, images):
   size = config.data.canvas_size
   return dict(count=np.asarray(out.z_pres).sum(-1), z_pres_prob=np.asarray(jax.nn.sigmoid(out.z_pres_logits)),
               z_where=np.asarray(out.objects['z_where']), z_what=np.asarray(out.objects['z_what']),
-              boxes=np.asarray(glimpse.boxes(out.objects['z_where'], (size, size))))
+              boxes=np.asarray(glimpse.boxes(out.objects['z_where'], (size, size))),
+              reconstruction_mse=np.square(np.asarray(out.canvas) - images / 255.0).mean((1, 2)))
 
 
 def test_latents_are_the_modes_of_the_latest_checkpoint(uint8_result, smoke_run, images):
@@ -91,7 +92,7 @@ def test_latents_are_the_modes_of_the_latest_checkpoint(uint8_result, smoke_run,
   assert out.keys() == expected.keys()
   np.testing.assert_array_equal(out['count'], expected['count'])
   assert 0 < out['count'].sum() < N * config.model.max_steps  # some steps on, some off: the count has teeth
-  for k in ('z_pres_prob', 'z_where', 'z_what', 'boxes'):
+  for k in ('z_pres_prob', 'z_where', 'z_what', 'boxes', 'reconstruction_mse'):
     np.testing.assert_allclose(out[k], expected[k], rtol=1e-5, atol=1e-5, err_msg=k)
   earlier = modes(config, helpers.restore_train_state(workdir, config, step=2).params['model'], images)
   fresh = modes(config, jax.jit(lambda: steps.init_state(config, jax.random.key(123)))().params['model'], images)
