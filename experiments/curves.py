@@ -1,7 +1,9 @@
 """Summarise training runs from their history.jsonl: steps and train time to 95% / 98% held-out
 count accuracy, the final and best accuracy, and the accuracy curve (markdown).
 
-    python experiments/curves.py runs/s0 runs/s1 runs/s2 [--thresholds=0.95,0.98]
+    python experiments/curves.py runs/s0 runs/s1 runs/s2 [--thresholds=0.95,0.98] [--plot=curves.png]
+
+--plot also draws each run's held-out ELBO and count accuracy against training time (matplotlib).
 """
 import json
 import os
@@ -17,6 +19,28 @@ from air_jax import launch
 from air_jax import metrics
 
 _THRESHOLDS = flags.DEFINE_list('thresholds', ['0.95', '0.98'], 'Accuracies to report the first crossing of.')
+_PLOT = flags.DEFINE_string('plot', '', 'A .png to draw the held-out ELBO and count accuracy curves into.')
+
+
+def plot(workdirs, path: pathlib.Path) -> None:
+  """PNG: per workdir, its evaluations' held-out ELBO and count accuracy against training time."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, (elbo_axes, count_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
+  for workdir in workdirs:
+    evaluations = [r for r in metrics.read_history(workdir) if r.get('kind') == 'eval']
+    seconds = [r['train_seconds'] for r in evaluations]
+    elbo_axes.plot(seconds, [r['elbo'] for r in evaluations], marker='o', label=workdir.name)
+    count_axes.plot(seconds, [r['count_accuracy'] for r in evaluations], marker='o', label=workdir.name)
+  elbo_axes.set(xlabel='training time (s)', ylabel='held-out ELBO (nats)')
+  count_axes.set(xlabel='training time (s)', ylabel='held-out count accuracy')
+  for axes in (elbo_axes, count_axes):
+    axes.grid(True, color='0.9')
+    axes.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
 
 
 def first_crossing(evaluations, threshold: float):
@@ -47,6 +71,11 @@ def main(argv):
     print('error: name one or more training workdirs', file=sys.stderr)
     sys.exit(1)
   thresholds = [float(t) for t in _THRESHOLDS.value]
+  from air_jax import pictures  # pylint: disable=g-import-not-at-top
+  problem = _PLOT.value and pictures.png_path_problem(_PLOT.value)
+  if problem:
+    print(f'error: --plot: {problem}', file=sys.stderr)
+    sys.exit(1)
   try:
     rows = [summarise(w, thresholds) for w in workdirs]
   except (OSError, ValueError, KeyError) as e:
@@ -61,6 +90,9 @@ def main(argv):
     print(f'| {r["workdir"]} | {cells} | {r["final_accuracy"]:.2%} ({r["final_step"]}) | {r["best_accuracy"]:.2%} |')
   for r in rows:
     print(f'\n{r["workdir"]}: ' + ', '.join(f'{s}: {a:.1%} ({t:.0f}s)' for s, t, a in r['curve']))
+  if _PLOT.value:
+    plot(workdirs, pathlib.Path(_PLOT.value))
+    print(f'wrote {_PLOT.value}')
   print(json.dumps([{k: v for k, v in r.items() if k != 'curve'} for r in rows]), file=sys.stderr)
 
 
