@@ -63,6 +63,27 @@ def progress_line(step: int, total: int, m: Dict[str, float], train_seconds: flo
           f'{object_kls}) | count {m["count"]:.2f}{accuracy} | t {train_seconds:.0f}s eta {eta}')
 
 
+def plot_evaluations(workdirs, path, panels, labels=None) -> None:
+  """PNG (matplotlib): one panel per (history key, y label) of `panels`, each workdir's evaluations
+  (history.jsonl 'eval' records) of that key against training time, labelled labels[i] (default:
+  the workdir's name)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+  for workdir, label in zip(workdirs, labels or [pathlib.Path(w).name for w in workdirs]):
+    evaluations = [r for r in read_history(workdir) if r.get('kind') == 'eval']
+    for ax, (key, _) in zip(axes[0], panels):
+      ax.plot([r['train_seconds'] for r in evaluations], [r[key] for r in evaluations], marker='o', label=label)
+  for ax, (_, ylabel) in zip(axes[0], panels):
+    ax.set(xlabel='training time (s)', ylabel=ylabel)
+    ax.grid(True, color='0.9')
+    ax.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
 class ProgressPrinter:
   """progress(done, total) calls log with the count done, the rate and the ETA, at most every
   `every` seconds (every=0: at every call) and never once all is done."""

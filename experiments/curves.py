@@ -22,27 +22,6 @@ _THRESHOLDS = flags.DEFINE_list('thresholds', ['0.95', '0.98'], 'Accuracies to r
 _PLOT = flags.DEFINE_string('plot', '', 'A .png to draw the held-out ELBO and count accuracy curves into.')
 
 
-def plot(workdirs, path: pathlib.Path) -> None:
-  """PNG: per workdir, its evaluations' held-out ELBO and count accuracy against training time."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, (elbo_axes, count_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
-  for workdir in workdirs:
-    evaluations = [r for r in metrics.read_history(workdir) if r.get('kind') == 'eval']
-    seconds = [r['train_seconds'] for r in evaluations]
-    elbo_axes.plot(seconds, [r['elbo'] for r in evaluations], marker='o', label=workdir.name)
-    count_axes.plot(seconds, [r['count_accuracy'] for r in evaluations], marker='o', label=workdir.name)
-  elbo_axes.set(xlabel='training time (s)', ylabel='held-out ELBO (nats)')
-  count_axes.set(xlabel='training time (s)', ylabel='held-out count accuracy')
-  for axes in (elbo_axes, count_axes):
-    axes.grid(True, color='0.9')
-    axes.legend()
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-
-
 def first_crossing(evaluations, threshold: float):
   """(step, train_seconds) of the first evaluation at or above threshold, or None."""
   for record in evaluations:
@@ -91,7 +70,8 @@ def main(argv):
   for r in rows:
     print(f'\n{r["workdir"]}: ' + ', '.join(f'{s}: {a:.1%} ({t:.0f}s)' for s, t, a in r['curve']))
   if _PLOT.value:
-    plot(workdirs, pathlib.Path(_PLOT.value))
+    metrics.plot_evaluations(workdirs, _PLOT.value, [('elbo', 'held-out ELBO (nats)'),
+                                                     ('count_accuracy', 'held-out count accuracy')])
     print(f'wrote {_PLOT.value}')
   print(json.dumps([{k: v for k, v in r.items() if k != 'curve'} for r in rows]), file=sys.stderr)
 

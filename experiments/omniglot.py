@@ -116,27 +116,6 @@ def markdown(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_curves(root: pathlib.Path, path: pathlib.Path) -> None:
-  """PNG (matplotlib): each run's held-out ELBO and mean steps at its evaluations against training time."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, (elbo_axes, steps_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
-  for run in RUNS:
-    evaluations = [r for r in metrics.read_history(root / run) if r.get('kind') == 'eval']
-    seconds = [r['train_seconds'] for r in evaluations]
-    elbo_axes.plot(seconds, [r['elbo'] for r in evaluations], marker='o', label=run)
-    steps_axes.plot(seconds, [r['mean_steps'] for r in evaluations], marker='o', label=run)
-  elbo_axes.set(xlabel='training time (s)', ylabel='held-out ELBO (nats)', title='held-out ELBO')
-  steps_axes.set(xlabel='training time (s)', ylabel='mean steps used', title='steps used (q\'s modes)')
-  for axes in (elbo_axes, steps_axes):
-    axes.grid(True, color='0.9')
-    axes.legend()
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-
-
 def picture(workdir: pathlib.Path, path: pathlib.Path) -> None:
   """The model's picture of PICTURE_CHARACTERS held-out characters spread over the archive."""
   config = infer.load_config(workdir)
@@ -172,7 +151,8 @@ def main(argv):
                                         train_seconds=seconds), indent=1))
       results[run] = json.loads(path.read_text())
     picture(root / 'air_4_steps', root / 'omniglot.png')
-    plot_curves(root, root / 'omniglot_curves.png')
+    metrics.plot_evaluations([root / run for run in RUNS], root / 'omniglot_curves.png',
+                             [('elbo', 'held-out ELBO (nats)'), ('mean_steps', "mean steps used (q's modes)")])
   except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
     launch.fail(str(e))
   (root / 'omniglot.json').write_text(json.dumps(results, indent=1))

@@ -28,6 +28,8 @@ class Scene:
   """Multi-MNIST: objects {z_where_loc, z_where_scale, z_where [.., 3], z_what_loc, z_what_scale,
   z_what [.., D], image [.., H, W] (the decoded object on the canvas, before z_pres)}."""
 
+  making_sources = 'composing'  # what the progress lines call making the cached sources
+
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.model, self.objective, self.data = config.model, config.objective, config.data
@@ -126,7 +128,7 @@ class Scene:
     """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits,
     composed once and cached under <data_dir>/scenes."""
     from air_jax import scenes  # pylint: disable=g-import-not-at-top
-    return scenes.cached_sources(self, 'composing', log)
+    return scenes.cached_sources(self, self.making_sources, log)
 
   def pictures(self, scale: int = 2):
     from air_jax import pictures  # pylint: disable=g-import-not-at-top

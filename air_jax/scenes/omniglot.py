@@ -11,7 +11,10 @@ from air_jax.scenes import multi_mnist
 
 
 class Scene(multi_mnist.Scene):
-  """Omniglot characters as canvas_size x canvas_size images; objects as in multi_mnist.Scene."""
+  """Omniglot characters as canvas_size x canvas_size images; objects as in multi_mnist.Scene;
+  sources: each archive's characters preprocessed once, cached under <data_dir>/scenes."""
+
+  making_sources = 'preprocessing'
 
   def scenes(self, split: str):
     """The characters of the train archive ('train') or of the held-out one ('test'), less the
@@ -24,9 +27,3 @@ class Scene(multi_mnist.Scene):
       return train
     return omniglot.Omniglot(omniglot.archive_path(data.archive_dir, data.eval_archive), data.canvas_size,
                              exclude_alphabets=train.alphabets)
-
-  def sources(self, log=print):
-    """(train, eval) in memory: each archive's characters preprocessed once and cached under
-    <data_dir>/scenes."""
-    from air_jax import scenes  # pylint: disable=g-import-not-at-top
-    return scenes.cached_sources(self, 'preprocessing', log)
