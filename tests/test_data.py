@@ -312,6 +312,38 @@ class TestMultiMNIST:
     assert not multi_mnist.boxes_overlap(np.array([0, 0, 5, 5]), np.array([0, 5, 5, 5]))
 
 
+class TestSplits:
+  """The 2D scene kind's splits: validation scenes are of MNIST train digits no training scene uses."""
+
+  def test_validation_digits_are_held_out_of_training(self, mnist_dir):
+    from air_jax import scenes as scenes_lib  # pylint: disable=g-import-not-at-top
+    config = helpers.smoke_config(mnist_dir)
+    scene = scenes_lib.scene_of(config)
+    digits = mnist.load_mnist(str(mnist_dir))
+    train, validation, test = (scene.scenes(split) for split in ('train', 'validation', 'test'))
+    held = config.data.validation_digits
+    np.testing.assert_array_equal(train.digits, digits.train_images[:-held])
+    np.testing.assert_array_equal(validation.digits, digits.train_images[-held:])
+    np.testing.assert_array_equal(test.digits, digits.test_images)
+    assert train.cache_name('train') != validation.cache_name('validation')
+    assert len(validation) == config.data.num_eval and validation.counts == tuple(config.data.eval_counts)
+    assert scene.eval_source().digits_digest == test.digits_digest  # 'test' unless told
+    config.data.eval_split = 'validation'
+    assert scenes_lib.scene_of(config).eval_source().digits_digest == validation.digits_digest
+
+  @pytest.mark.parametrize('field, value, message', [
+      ('eval_split', 'train', 'eval_split'), ('validation_digits', 0, 'validation_digits'),
+      ('validation_digits', helpers.NUM_TRAIN_DIGITS, 'validation_digits')])
+  def test_bad_split_settings(self, mnist_dir, field, value, message):
+    from air_jax import scenes as scenes_lib  # pylint: disable=g-import-not-at-top
+    config = helpers.smoke_config(mnist_dir)
+    config.data[field] = value
+    with pytest.raises(ValueError, match=message):
+      scene = scenes_lib.scene_of(config)
+      scene.check()
+      scene.sources(log=lambda line: None)
+
+
 class TestPipeline:
 
   def test_pure_function_of_step_and_seed(self):

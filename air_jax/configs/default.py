@@ -18,6 +18,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_counts=(0, 1, 2),
       num_train=60_000,       # scenes composed from MNIST train digits
       num_eval=5_000,         # held-out scenes composed from MNIST test digits
+      # The last this many MNIST train digits are never in a training scene: eval_split
+      # 'validation' evaluates on scenes of them (choose settings there), 'test' on test digits.
+      validation_digits=10_000,
+      eval_split='test',
       train_seed=1,
       eval_seed=2,
   ))
@@ -89,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == 'smoke':
     config.data.num_train = 64
     config.data.num_eval = 16
+    config.data.validation_digits = 10
     config.model.lstm_size = 16
     config.model.predictor_hidden = config.model.encoder_hidden = 16
     config.model.decoder_hidden = config.model.baseline_hidden = 16

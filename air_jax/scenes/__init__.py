@@ -53,7 +53,8 @@ def scene_of(config: ml_collections.ConfigDict):
 
 
 def cached_sources(scene, verb: str, log=print):
-  """(train, eval) of a scene kind: scene.scenes('train') and scene.scenes('test'), each made once
+  """(train, eval) of a scene kind: scene.scenes('train') and scene.scenes(its eval split: 'test'
+  unless the kind has a validation split and config.data.eval_split names it), each made once
   ('composing', 'rendering': `verb` in the progress lines) and cached under <data_dir>/scenes."""
   import pathlib  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
@@ -62,7 +63,7 @@ def cached_sources(scene, verb: str, log=print):
   from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
   cache_dir = pathlib.Path(scene.data.data_dir or mnist.default_data_dir()) / 'scenes'
   sources = []
-  for split in ('train', 'test'):
+  for split in ('train', getattr(scene, 'eval_split', 'test')):
     scenes = scene.scenes(split)
     start = time.time()
     progress = metrics.ProgressPrinter(f'{verb} {split} scenes', log)

@@ -22,6 +22,7 @@ from air_jax import modules
 from air_jax import objectives
 
 COMPOSITIONS = ('sum', 'union')
+SPLITS = ('train', 'validation', 'test')
 
 
 class Scene:
@@ -43,6 +44,14 @@ class Scene:
         raise ValueError(f'config.model.{name} must be positive, got {model[name]}')
     if model.composition not in COMPOSITIONS:
       raise ValueError(f'config.model.composition must be one of {COMPOSITIONS}, got {model.composition!r}')
+    if self.eval_split not in SPLITS[1:]:
+      raise ValueError(f"config.data.eval_split must be 'validation' or 'test', got {self.eval_split!r}")
+
+  @property
+  def eval_split(self) -> str:
+    """The split the loop evaluates on: 'test' (held-out test digits), or 'validation' (MNIST train
+    digits held out of training) to choose settings on."""
+    return self.data.get('eval_split', 'test')
 
   # --- inside the core's step ---
   def predict(self, h):
@@ -111,18 +120,29 @@ class Scene:
 
   # --- data and pictures ---
   def scenes(self, split: str):
-    """The unmaterialised scenes of 'train' (MNIST train digits) or 'test' (test digits: held out)."""
+    """The unmaterialised scenes of 'train' (MNIST train digits less the last data.validation_digits),
+    'validation' (those last train digits: never in a training scene) or 'test' (test digits)."""
     from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
     from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+    if split not in SPLITS:
+      raise ValueError(f'a Multi-MNIST split is one of {SPLITS}, got {split!r}')
     data = self.data
     digits = mnist_lib.load_mnist(data.data_dir or None)
+    images, labels = digits.split('test' if split == 'test' else 'train')
+    if split != 'test':
+      if not 0 < data.validation_digits < len(images):
+        raise ValueError(f'config.data.validation_digits must be between 1 and {len(images) - 1} (the MNIST '
+                         f'train digits less one), got {data.validation_digits}')
+      first_held_out = len(images) - data.validation_digits
+      part = slice(first_held_out, None) if split == 'validation' else slice(0, first_held_out)
+      images, labels = images[part], labels[part]
     counts, num, seed = ((data.train_counts, data.num_train, data.train_seed) if split == 'train'
                          else (data.eval_counts, data.num_eval, data.eval_seed))
-    return multi_mnist.MultiMNIST(*digits.split(split), counts=counts, num_examples=num, seed=seed,
+    return multi_mnist.MultiMNIST(images, labels, counts=counts, num_examples=num, seed=seed,
                                   canvas_size=data.canvas_size)
 
   def eval_source(self):
-    return self.scenes('test')
+    return self.scenes(self.eval_split)
 
   def sources(self, log=print):
     """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits,
