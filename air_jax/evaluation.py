@@ -9,6 +9,7 @@ from air_jax import checkpoints
 from air_jax import metrics as metrics_lib
 from air_jax import parallel
 from air_jax import steps
+from air_jax.data import multi_mnist
 from air_jax.data import pipeline
 
 
@@ -17,11 +18,13 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
   """Over a random-access source: the mean ELBO, the mean squared error of the reconstruction (the
   canvas of q's modes), the inferred counts' distribution (steps_used [max_count + 1]: the share
   of images whose modes use c steps; mean_steps) and, where the source's counts are known (>= 0),
-  the count accuracy and the per-count confusion."""
+  the count accuracy and the per-count confusion; for sources of digit layouts (boxes and labels:
+  Multi-MNIST) also accuracy_by_layout (multi_mnist.accuracy_by_layout: by the nearest pair's
+  distance, and scenes holding a 1)."""
   if not len(source):
     raise ValueError('the evaluation source has no examples')
   mesh = mesh if mesh is not None else parallel.make_mesh()
-  predicted, true, elbos, errors = [], [], [], []
+  predicted, true, elbos, errors, layouts = [], [], [], [], []
   for i, batch in enumerate(pipeline.eval_batches(source, batch_size)):
     n = len(batch['image'])
     images = batch['image']
@@ -33,6 +36,8 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
     elbos.append(result['elbo'][:n])
     errors.append(result['reconstruction_mse'][:n])
     true.append(batch['count'])
+    if 'boxes' in batch and 'labels' in batch:
+      layouts.append((batch['boxes'], batch['labels']))
   predicted, true = np.concatenate(predicted), np.concatenate(true)
   steps_used = np.bincount(np.clip(predicted, 0, max_count), minlength=max_count + 1) / len(predicted)
   result = dict(elbo=float(np.concatenate(elbos).mean()), reconstruction_mse=float(np.concatenate(errors).mean()),
@@ -40,6 +45,9 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array,
   if (true >= 0).all():
     result.update(count_accuracy=float((predicted == true).mean()),
                   confusion=metrics_lib.confusion_matrix(true, predicted, max_count))
+    if layouts:
+      boxes, labels = (np.concatenate(parts) for parts in zip(*layouts))
+      result['accuracy_by_layout'] = multi_mnist.accuracy_by_layout(true, predicted, boxes, labels)
   elif (true >= 0).any():
     raise ValueError('the evaluation source mixes known counts (>= 0) with unknown ones (-1)')
   return result

@@ -18,10 +18,14 @@ def confusion_matrix(true: np.ndarray, predicted: np.ndarray, max_count: int) ->
 
 def format_evaluation(result: Dict[str, Any], note: str = '') -> str:
   """evaluation.evaluate's result in lines: a line of figures (then `note`), then the confusion
-  where the counts are known, else the share of images using each number of steps."""
+  where the counts are known (and the accuracy by layout where reported), else the share of
+  images using each number of steps."""
   line = (f'count accuracy {result["count_accuracy"]:.4f}  ' if 'count_accuracy' in result else '') + (
       f'elbo {result["elbo"]:.1f}  reconstruction mse {result["reconstruction_mse"]:.5f}  '
       f'mean steps {result["mean_steps"]:.2f}  {note}').rstrip()
+  if 'accuracy_by_layout' in result:
+    line += '\nby layout: ' + ' | '.join(f'{name} {accuracy:.3f} ({scenes})'
+                                         for name, (accuracy, scenes) in result['accuracy_by_layout'].items())
   if 'confusion' in result:
     return line + '\n' + format_confusion(result['confusion'])
   return line + '\nsteps used: ' + '  '.join(f'{c}: {share:.3f}' for c, share in enumerate(result['steps_used']))

@@ -393,3 +393,21 @@ class TestPipeline:
   def test_in_memory_lengths_must_agree(self):
     with pytest.raises(ValueError, match=r"arrays must have one length, got \{'x': 3, 'y': 4\}"):
       multi_mnist.InMemory(dict(x=np.arange(3), y=np.arange(4)))
+
+
+def test_accuracy_by_layout():
+  """Scenes binned by the distance between their two nearest digits' ink-box centres, and those
+  holding a 1; a scene with fewer than two digits is in no distance bin."""
+  absent = [-1, -1, -1, -1]
+  boxes = np.array([
+      [[0, 0, 10, 10], [0, 8, 10, 10], absent],     # centres 8 px apart
+      [[0, 0, 10, 10], [12, 0, 10, 10], absent],    # 12 px
+      [[0, 0, 10, 10], [0, 30, 10, 10], [30, 0, 10, 10]],  # nearest pair 30 px
+      [[5, 5, 10, 10], absent, absent],             # one digit
+  ])
+  np.testing.assert_allclose(multi_mnist.nearest_pair_distance(boxes), [8, 12, 30, np.inf])
+  labels = np.array([[1, 7, -1], [3, 4, -1], [2, 2, 2], [1, -1, -1]])
+  true, predicted = np.array([2, 2, 3, 1]), np.array([1, 2, 3, 1])
+  result = multi_mnist.accuracy_by_layout(true, predicted, boxes, labels)
+  assert result == {'nearest pair 0-10 px': (0.0, 1), 'nearest pair 10-15 px': (1.0, 1),
+                    'nearest pair 25-inf px': (1.0, 1), 'holding a 1': (0.5, 2)}

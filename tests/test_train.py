@@ -253,6 +253,16 @@ def test_evaluate_pads_and_counts():
   assert result['reconstruction_mse'] == pytest.approx(0.3)  # 3 of 10 images all 1: padding not averaged in
   assert result['mean_steps'] == pytest.approx(0.3)
   np.testing.assert_allclose(result['steps_used'], [0.7, 0.3, 0.0])
+  assert 'accuracy_by_layout' not in result  # no digit boxes in this source
+  # With the digits' boxes and labels (Multi-MNIST): the accuracy by layout, over every example.
+  boxes = np.full((10, 2, 4), -1, np.int32)
+  boxes[4] = [[0, 0, 2, 2], [2, 2, 2, 2]]  # the 2-digit scene (read as 1): centres 2.8 px apart
+  labels = np.full((10, 2), -1, np.int32)
+  labels[[1, 4], 0] = 1
+  with_layout = multi_mnist.InMemory(dict(image=images, count=source.arrays['count'], boxes=boxes, labels=labels))
+  result = evaluation.evaluate(fake_eval_step, None, with_layout, 4, jax.random.key(0), max_count=2)
+  assert result['accuracy_by_layout'] == {'nearest pair 0-10 px': (0.0, 1), 'holding a 1': (0.5, 2)}
+  assert 'by layout: nearest pair 0-10 px 0.000 (1) | holding a 1 0.500 (2)' in metrics_lib.format_evaluation(result)
   # Data without true counts (-1, Omniglot): the steps used, no count accuracy or confusion.
   unknown = multi_mnist.InMemory(dict(image=images, count=np.full(10, -1, np.int32)))
   result = evaluation.evaluate(fake_eval_step, None, unknown, 4, jax.random.key(0), max_count=2)

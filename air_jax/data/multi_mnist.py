@@ -108,6 +108,35 @@ class MultiMNIST:
     return cache_name(self, split)
 
 
+# Bins (px) of the distance between the ink-box centres of a scene's two nearest digits.
+PAIR_DISTANCE_BINS = (0, 10, 15, 20, 25, np.inf)
+
+
+def nearest_pair_distance(boxes: np.ndarray) -> np.ndarray:
+  """boxes int [B, K, 4] (top, left, h, w; -1 rows absent) -> float [B]: the distance (px) between
+  the ink-box centres of each scene's two nearest digits; inf with fewer than two."""
+  boxes = np.asarray(boxes, np.float64)
+  centres = boxes[..., :2] + boxes[..., 2:] / 2  # [B, K, 2]
+  present = boxes[..., 2] > 0
+  distance = np.linalg.norm(centres[:, :, None] - centres[:, None, :], axis=-1)
+  distance[~(present[:, :, None] & present[:, None, :])] = np.inf
+  distance[:, np.arange(boxes.shape[1]), np.arange(boxes.shape[1])] = np.inf
+  return distance.min(axis=(1, 2)) if boxes.shape[1] > 1 else np.full(len(boxes), np.inf)
+
+
+def accuracy_by_layout(true, predicted, boxes, labels) -> Dict[str, tuple]:
+  """Count accuracy by what a scene holds: {'nearest pair LO-HI px': (accuracy, scenes)} over the
+  scenes with >= 2 digits, by nearest_pair_distance in PAIR_DISTANCE_BINS, and {'holding a 1':
+  (accuracy, scenes)}; groups with no scene are left out."""
+  correct = np.asarray(true) == np.asarray(predicted)
+  distance = nearest_pair_distance(boxes)
+  groups = {}
+  for lo, hi in zip(PAIR_DISTANCE_BINS[:-1], PAIR_DISTANCE_BINS[1:]):
+    groups[f'nearest pair {lo}-{hi} px'] = (distance >= lo) & (distance < hi)
+  groups['holding a 1'] = (np.asarray(labels) == 1).any(axis=1)
+  return {name: (float(correct[mask].mean()), int(mask.sum())) for name, mask in groups.items() if mask.any()}
+
+
 def stack_examples(examples) -> Dict[str, np.ndarray]:
   """List of per-example dicts -> dict of stacked arrays."""
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
