@@ -411,3 +411,38 @@ def test_accuracy_by_layout():
   result = multi_mnist.accuracy_by_layout(true, predicted, boxes, labels)
   assert result == {'nearest pair 0-10 px': (0.0, 1), 'nearest pair 10-15 px': (1.0, 1),
                     'nearest pair 25-inf px': (1.0, 1), 'holding a 1': (0.5, 2)}
+
+
+def place_one_try_at_a_time(scenes, rng, count):
+  """The composing rule as first written (one corner drawn and checked per try): the reference
+  the batched placement must match draw for draw, so cached scenes stay valid."""
+  span = scenes.canvas_size - multi_mnist.DIGIT_SIZE + 1
+  for _ in range(multi_mnist.MAX_DRAWS):
+    chosen = rng.integers(0, len(scenes.digits), size=count)
+    corners, placed = [], []
+    for d in chosen:
+      for _ in range(multi_mnist.MAX_PLACEMENT_TRIES):
+        corner = rng.integers(0, span, size=2)
+        box = scenes.ink[d].copy()
+        box[:2] += corner
+        if not any(multi_mnist.boxes_overlap(box, other) for other in placed):
+          corners.append(corner)
+          placed.append(box)
+          break
+      else:
+        break
+    if len(placed) == count:
+      return chosen, corners, placed
+
+
+def test_batched_placement_is_the_one_try_at_a_time_stream(digits):
+  # Up to 3 digits on a 40-px canvas: most digits need many tries and some draws fail.
+  source = scenes(digits, counts=(0, 1, 2, 3), canvas_size=40, num_examples=60)
+  for i in range(len(source)):
+    rng_a, rng_b = np.random.default_rng([0, i]), np.random.default_rng([0, i])
+    count = int(rng_a.integers(4)); rng_b.integers(4)
+    expected = place_one_try_at_a_time(source, rng_a, count)
+    got = source._place(rng_b, count)  # pylint: disable=protected-access
+    for a, b in zip(expected, got):
+      np.testing.assert_array_equal(np.asarray(a).reshape(-1), np.asarray(b).reshape(-1))
+    assert rng_a.integers(1 << 30) == rng_b.integers(1 << 30), i  # the same draws consumed

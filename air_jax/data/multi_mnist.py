@@ -33,9 +33,11 @@ def ink_boxes(digits: np.ndarray) -> np.ndarray:
   return np.stack([top, left, height, width], axis=1).astype(np.int32)
 
 
-def boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
-  """Whether boxes (top, left, height, width) share any pixel."""
-  return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
+def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Whether boxes (top, left, height, width) share any pixel; a, b: [..., 4], broadcast."""
+  apart = ((a[..., 0] + a[..., 2] <= b[..., 0]) | (b[..., 0] + b[..., 2] <= a[..., 0])
+           | (a[..., 1] + a[..., 3] <= b[..., 1]) | (b[..., 1] + b[..., 3] <= a[..., 1]))
+  return ~apart
 
 
 class MultiMNIST:
@@ -65,21 +67,27 @@ class MultiMNIST:
     return self.num_examples
 
   def _place(self, rng: np.random.Generator, count: int):
-    """Digit indices and frame corners whose ink boxes are pairwise disjoint."""
+    """Digit indices and frame corners whose ink boxes are pairwise disjoint.
+
+    Per digit, up to MAX_PLACEMENT_TRIES corners are tried in order, the first that fits is taken.
+    They are drawn at once and checked together; the generator is then rewound and advanced by
+    exactly the tries used, so the stream (and every scene) is that of drawing one try at a time."""
+    span = self.canvas_size - DIGIT_SIZE + 1
     for _ in range(MAX_DRAWS):
       chosen = rng.integers(0, len(self.digits), size=count)
       corners, placed = [], []
       for d in chosen:
-        for _ in range(MAX_PLACEMENT_TRIES):
-          corner = rng.integers(0, self.canvas_size - DIGIT_SIZE + 1, size=2)
-          box = self.ink[d].copy()
-          box[:2] += corner
-          if not any(boxes_overlap(box, other) for other in placed):
-            corners.append(corner)
-            placed.append(box)
-            break
-        else:
+        state = rng.bit_generator.state
+        tries = rng.integers(0, span, size=(MAX_PLACEMENT_TRIES, 2))
+        boxes = np.concatenate([tries + self.ink[d, :2], np.broadcast_to(self.ink[d, 2:], tries.shape)], 1)
+        fits = ~boxes_overlap(boxes[:, None], np.asarray(placed).reshape(-1, 4)).any(axis=1)
+        first = int(fits.argmax()) if fits.any() else MAX_PLACEMENT_TRIES - 1
+        rng.bit_generator.state = state
+        rng.integers(0, span, size=(first + 1, 2))  # consume exactly the tries made
+        if not fits[first]:
           break  # this digit does not fit beside the others: draw new digits
+        corners.append(tries[first])
+        placed.append(boxes[first].astype(np.int32))
       if len(placed) == count:
         return chosen, corners, placed
     raise ValueError(f'could not place {count} digits without overlap on a {self.canvas_size}x'
