@@ -33,10 +33,15 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   """Adam for the model, its own Adam for the baseline. The model's gradients are clipped to
   global norm config.grad_clip_norm by the train step (clip_by_norm, with the norm it computes
   anyway); optax.identity() holds the place of optax.clip_by_global_norm, so the optimizer state
-  keeps the layout of earlier checkpoints."""
+  keeps the layout of earlier checkpoints. The model's learning rate follows a cosine to
+  config.learning_rate_decay_to x learning_rate over num_train_steps (constant when that is 1)."""
+  learning_rate = config.learning_rate
+  if config.learning_rate_decay_to != 1.0:
+    learning_rate = optax.cosine_decay_schedule(config.learning_rate, config.num_train_steps,
+                                                alpha=config.learning_rate_decay_to)
   labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
   return optax.multi_transform({
-      'model': optax.chain(optax.identity(), optax.adam(config.learning_rate)),
+      'model': optax.chain(optax.identity(), optax.adam(learning_rate)),
       'baseline': optax.adam(config.baseline_learning_rate),
   }, labels)
 

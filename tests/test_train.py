@@ -165,6 +165,24 @@ def test_clip_in_step_matches_optax_clip_by_global_norm(gradient_scale):
   chex.assert_trees_all_close(state, reference_state, rtol=1e-5, atol=1e-7)
 
 
+def test_learning_rate_decay_to_is_a_cosine_over_the_run():
+  """With a constant gradient Adam's update is -lr(t): learning_rate at step 0, learning_rate x
+  learning_rate_decay_to at the last step, the cosine's midpoint halfway; the baseline's is constant."""
+  config = helpers.smoke_config('', learning_rate_decay_to=0.1, num_train_steps=10)
+  params = {'model': {'w': jnp.zeros(2)}, 'baseline': {'v': jnp.zeros(1)}}
+  grads = {'model': {'w': jnp.ones(2)}, 'baseline': {'v': jnp.ones(1)}}
+  optimizer = steps.make_optimizer(config)
+  state, rates = optimizer.init(params), []
+  for _ in range(11):
+    updates, state = optimizer.update(grads, state, params)
+    rates.append((-float(updates['model']['w'][0]), -float(updates['baseline']['v'][0])))
+  lr = config.learning_rate
+  np.testing.assert_allclose([rates[0][0], rates[5][0], rates[10][0]], [lr, lr * 0.55, lr * 0.1], rtol=1e-4)
+  np.testing.assert_allclose([r[1] for r in rates], config.baseline_learning_rate, rtol=1e-4)
+  with pytest.raises(ValueError, match='learning_rate_decay_to'):
+    checks.validate_config(helpers.smoke_config('', learning_rate_decay_to=1.5))
+
+
 def test_eval_step_elbo_is_elbo_terms_of_the_same_sample(init_smoke, scene_batch):
   """eval_step's ELBO is objectives.elbo_terms of the sample q draws with the same key, under the
   final (not the annealed initial) z_pres prior. (Its modes: test_infer, which reads them.)"""

@@ -29,6 +29,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.objective.{name} must be in (0, 1), got {objective[name]}')
   if not objective.likelihood_scale > 0:
     raise ValueError(f'config.objective.likelihood_scale must be positive, got {objective.likelihood_scale}')
+  if not 0 <= config.learning_rate_decay_to <= 1:
+    raise ValueError(f'config.learning_rate_decay_to must be in [0, 1] (1: a constant learning rate), '
+                     f'got {config.learning_rate_decay_to}')
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f'config.ema_decay must be in [0, 1) (0: no parameter average), got {config.ema_decay}')
   for name in ('likelihood_blur', 'z_pres_freeze_steps', 'discrete_freeze_steps'):

@@ -77,6 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 64            # global batch (split over all devices)
   config.per_device_batch_size = 0  # > 0: global batch = this x number of devices instead
   config.learning_rate = 1e-3
+  # The model's learning rate at the last step as a fraction of learning_rate, reached by a cosine
+  # over num_train_steps: lr(t) = learning_rate (f + (1 - f) (1 + cos(pi t / T)) / 2); 1 = constant.
+  config.learning_rate_decay_to = 1.0
   config.baseline_learning_rate = 1e-3
   config.grad_clip_norm = 10.0
   # > 0: keep theta_ema <- d theta_ema + (1 - d) theta and evaluate (and checkpoint-restore for
