@@ -3,7 +3,9 @@
     python experiments/train.py --workdir=/tmp/air                      # default config
     python experiments/train.py --config=air_jax/configs/default.py:smoke --workdir=/tmp/smoke \\
         --config.num_train_steps=10
-Re-running with the same workdir resumes from its latest checkpoint.
+Re-running with the same workdir resumes from its latest checkpoint. Compiled programs are kept
+in XLA's persistent cache under <data dir>/xla ($JAX_COMPILATION_CACHE_DIR overrides it), so a later
+run of the same shapes does not compile them again.
 """
 import os
 import sys
@@ -36,6 +38,10 @@ def main(argv):
     jax.distributed.initialize()  # cluster settings from the environment (TPU, SLURM, ...)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    import jax  # pylint: disable=g-import-not-at-top
+    data_dir = _CONFIG.value.data.get('data_dir') or mnist_lib.default_data_dir()
+    jax.config.update('jax_compilation_cache_dir', os.path.join(data_dir, 'xla'))
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
   except (ValueError, FileNotFoundError, train.NonFiniteError, mnist_lib.MnistUnavailableError) as e:

@@ -70,6 +70,18 @@ def test_run_stops_after_nonfinite_steps_in_a_row(tmp_path, mnist_dir):
   assert int(saved.step) == 2 and int(saved.nonfinite_steps) == 2
 
 
+def test_launcher_keeps_compiled_programs_beside_the_data(tmp_path):
+  """Without $JAX_COMPILATION_CACHE_DIR, experiments/train.py caches compiled programs in <data dir>/xla."""
+  helpers.write_fake_mnist(tmp_path / 'data')
+  env = {k: v for k, v in helpers.subprocess_env().items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'  # the smoke programs compile fast
+  args = [sys.executable, TRAIN, f'--workdir={tmp_path / "w"}', '--config=' + str(helpers.REPO / 'air_jax/configs/default.py') + ':smoke',
+          f'--config.data.data_dir={tmp_path / "data"}', '--config.num_train_steps=2']
+  done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert any((tmp_path / 'data' / 'xla').iterdir())
+
+
 # ---- exact resume after SIGKILL ----------------------------------------------------------------------
 
 def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, mnist_dir):
