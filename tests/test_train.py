@@ -112,6 +112,7 @@ def test_training_learns_to_count():
   config.data.train_counts = config.data.eval_counts = (0, 1)
   config.objective.z_where_prior_loc = (-1.0, 0.0, 0.0)  # windows of ~0.34 x 24 = 8 px
   config.objective.z_pres_prior_anneal_steps = 3000
+  config.objective.z_pres_prior_start = 1e-4  # the count prior the seeds below were measured with
   images, counts = squares(64, (0, 1), 24, seed=0)
   mesh = parallel.make_mesh(jax.devices()[:1])
   train_step, eval_step = steps.make_train_step(config, mesh), steps.make_eval_step(config, mesh)
