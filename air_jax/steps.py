@@ -67,7 +67,9 @@ def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
                     opt_state=make_optimizer(config).init(params),
                     signal_stats=objectives.SignalStats.zeros(config.model.max_steps),
                     nonfinite_steps=jnp.zeros((), jnp.int32), nonfinite_in_a_row=jnp.zeros((), jnp.int32),
-                    ema_params=model_params if uses_ema(config) else {})
+                    # A copy, not the same arrays: the train step donates the state, and a buffer donated
+                    # twice (params and their average) crashes the CPU runtime.
+                    ema_params=jax.tree.map(jnp.copy, model_params) if uses_ema(config) else {})
 
 
 def uses_ema(config: ml_collections.ConfigDict) -> bool:

@@ -81,3 +81,15 @@ def test_checkpoint_from_before_the_average_existed_restores(tmp_path, init_smok
   restored = checkpoints.Checkpointer(tmp_path, create=False).restore(target)
   assert restored.ema_params == {}
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), state.params)
+
+
+def test_eager_state_with_an_average_survives_the_donating_step(scene_batch):
+  """init_state's average is a copy of the parameters, not the same buffers: the train step
+  donates the state, and one buffer donated as both crashed the process (3D tests, session 19)."""
+  config = helpers.smoke_config('', ema_decay=0.5)
+  state = steps.init_state(config, jax.random.key(0))
+  pointers = lambda tree: {leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(tree)}
+  assert not pointers(state.params['model']) & pointers(state.ema_params)
+  state, _ = steps.make_train_step(config)(state, scene_batch['image'][:8], scene_batch['count'][:8],
+                                           jax.random.key(1))
+  assert int(state.step) == 1
