@@ -179,10 +179,14 @@ def test_resume_with_another_config_is_refused_and_writes_nothing(saved_run):
   longer = config.copy_and_resolve_references()
   longer.num_train_steps, longer.eval_every_steps = 100, 7
   assert checks.config_differences(config, longer) == []
-  # A setting added to the library after the run was saved counts as its default value.
+  # A setting added to the library after the run was saved counts as its default value, or as the
+  # value runs had before it existed where the default has changed since (ema_decay: 0).
   older = config.copy_and_resolve_references()
-  del older['ema_decay']  # as in a run saved before config.ema_decay existed
+  del older['ema_decay'], older['learning_rate_decay_to']  # as in a run saved before they existed
   assert checks.config_differences(older, config) == []
+  averaged = config.copy_and_resolve_references()
+  averaged.ema_decay = 0.999  # today's default: not what a run saved without the field had
+  assert checks.config_differences(older, averaged) == ['ema_decay: 0.0 -> 0.999']
   averaging = config.copy_and_resolve_references()
   averaging.ema_decay = 0.999
   assert checks.config_differences(older, averaging) == ['ema_decay: 0.0 -> 0.999']

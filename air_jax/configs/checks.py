@@ -65,9 +65,9 @@ def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
 
 def config_differences(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> list:
   """'name: saved -> new' for every setting (outside RESUMABLE_SETTINGS) that differs. A setting
-  the saved config lacks (added to the library after that run started) counts as its default."""
-  old = {**_flatten(json.loads(scenes.default_config(saved.get('scene_kind', 'multi_mnist')).to_json_best_effort())),
-         **_flatten(json.loads(saved.to_json_best_effort()))}
+  the saved config lacks (added to the library after that run started) counts as the value that
+  run had (scenes.with_defaults)."""
+  old = _flatten(json.loads(scenes.with_defaults(saved).to_json_best_effort()))
   new = _flatten(json.loads(config.to_json_best_effort()))
   return [f'{name}: {old.get(name, "(unset)")} -> {new.get(name, "(unset)")}'
           for name in sorted(set(old) | set(new))

@@ -90,10 +90,19 @@ def default_config(kind: str) -> ml_collections.ConfigDict:
   return importlib.import_module(CONFIGS[kind]).get_config()
 
 
+# Options whose default has changed since they were added: a run saved before the option existed
+# ran with this value, not with today's default.
+BEFORE_THEY_EXISTED = {'ema_decay': 0.0}  # no parameter average (the default is 0.999 since session 19)
+
+
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of config plus every option it lacks (a run saved before the option existed), at the
-  default of its scene kind (a config without scene_kind is a 'multi_mnist' one)."""
+  default of its scene kind (a config without scene_kind is a 'multi_mnist' one), or at the value
+  in BEFORE_THEY_EXISTED where the default has changed since."""
   config = ml_collections.ConfigDict(config.to_dict())
+  for name, value in BEFORE_THEY_EXISTED.items():
+    if name not in config:
+      config[name] = value
 
   def add_missing(into, defaults):
     for name, value in defaults.items():
