@@ -143,6 +143,15 @@ def read_history(workdir: pathlib.Path):
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def first_crossing(evaluations, threshold: float):
+  """(step, train_seconds) of the first evaluation record whose count accuracy is >= threshold,
+  or None."""
+  for record in evaluations:
+    if record['count_accuracy'] >= threshold:
+      return record['step'], record['train_seconds']
+  return None
+
+
 class History:
   """history.jsonl: one record per evaluation and per checkpoint. Reopened at a resumed step, it
   drops records newer than that step, so a resumed run's history matches an uninterrupted one."""

@@ -6,7 +6,7 @@ and loses nothing (the batch order and the step keys are functions of the step).
 """
 import pathlib
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import jax
 import ml_collections
@@ -50,9 +50,10 @@ def check_nonfinite(state: steps.TrainState, config: ml_collections.ConfigDict, 
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print,
-                       mesh=None) -> Dict[str, Any]:
+                       mesh=None, stop_when: Callable[[Dict[str, Any]], bool] | None = None) -> Dict[str, Any]:
   """Trains from scratch or resumes from the latest checkpoint in workdir; returns final metrics.
-  The batch is sharded over `mesh` (default: every device)."""
+  The batch is sharded over `mesh` (default: every device). stop_when(evaluation) -> True ends the
+  run after that evaluation, with a checkpoint of that step (e.g. a target accuracy reached)."""
   checks.validate_config(config)
   mesh = mesh if mesh is not None else parallel.make_mesh()
   config = config.copy_and_resolve_references()
@@ -95,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     batch = parallel.put_batch({k: batch[k][local] for k in ('image', 'count')}, mesh)
     state, step_metrics = train_step(state, batch['image'], batch['count'], train_key)
     interval_steps += 1
-    done = step + 1
+    done, stop = step + 1, False
     if done % config.log_every_steps == 0 or done == config.num_train_steps:
       step_metrics = jax.device_get(step_metrics)  # waits for the step: timing below is honest
       elapsed = time.time() - interval_start
@@ -117,10 +118,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
                           **{name: np.asarray(v).tolist() for name, v in result.items()}))
       log(f'eval step {done}: ' + metrics_lib.format_evaluation(result, f'(train time {train_seconds:.0f}s)'))
       interval_start += time.time() - pause  # evaluation time is not training time
-    if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
+      stop = stop_when is not None and stop_when(result)
+    if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps or stop:
       check_nonfinite(state, config, checkpointer, log)
       checkpointer.save(done, state)
       history.append(dict(kind='checkpoint', step=done, train_seconds=round(train_seconds, 2)))
+    if stop:
+      log(f'stopped at step {done}: stop_when is met')
+      break
   checkpointer.close()
   writer.close()
   return dict(step=int(state.step), **result)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from air_jax import benchmarking
 from air_jax import black_box
 from air_jax import objectives
 from air_jax import scenes
@@ -42,28 +43,6 @@ _RENDERS = flags.DEFINE_integer('renders', 1000, 'Scenes per renders/s measureme
 _REPEATS = flags.DEFINE_integer('repeats', 64, 'SPSA draws per setting in the estimator comparison.')
 _SETTINGS = flags.DEFINE_list('settings', ['air:central', 'air:spsa', 'dair:central'],
                               'model:gradient pairs to time.')
-
-
-def random_scenes(world, n, seed=0):
-  rng = np.random.default_rng(seed)
-  layouts = [shapes_3d.sample_layout(rng, world) for _ in range(n)]
-  shape = np.stack([l['shape'] for l in layouts])
-  pose = np.concatenate([np.stack([l['position'] for l in layouts]), np.stack([l['theta'] for l in layouts])[..., None]], -1)
-  present = np.arange(world.max_objects)[None] < np.array([l['count'] for l in layouts])[:, None]
-  return shape, pose, present
-
-
-def renders_per_second(world, n):
-  shape, pose, present = random_scenes(world, n)
-  rows = {}
-  for processes in (1, 2):
-    pool = shapes_3d.RenderPool(world, world.max_objects, processes)
-    pool(shape[:8], pose[:8], present[:8])  # warm up
-    start = time.perf_counter()
-    pool(shape, pose, present)
-    rows[f'{processes} process(es)'] = n / (time.perf_counter() - start)
-    pool.close()
-  return rows
 
 
 def time_steps(model: str, gradient: str, batch_size: int, num_steps: int):
@@ -99,7 +78,7 @@ def estimator_variance(batch_size: int, repeats: int, seed: int = 0):
   """{method: figures} of pose-gradient estimators on one fixed batch (see the module docstring)."""
   config = shapes_3d_config.get_config()
   world, objective = shapes_3d.World(), config.objective
-  shape, truth, present = random_scenes(world, batch_size, seed)
+  shape, truth, present = benchmarking.random_scenes(world, batch_size, seed)
   pool = shapes_3d.RenderPool(world, world.max_objects, 2)
   images = pool(shape, truth, present)
   noise = np.random.default_rng(seed + 1).normal(size=truth.shape) * np.array([0.05, 0.05, 0.3])
@@ -137,7 +116,7 @@ def main(argv):
   world = shapes_3d.World()
   print(f'MuJoCo renders/s at {world.image_size}x{world.image_size}, {_RENDERS.value} scenes of 0-3 objects, '
         f'LP_NUM_THREADS={os.environ.get("LP_NUM_THREADS", "(unset)")}:')
-  for name, rate in renders_per_second(world, _RENDERS.value).items():
+  for name, rate in benchmarking.renders_per_second(world, _RENDERS.value).items():
     print(f'  {name:>14}: {rate:7.0f} renders/s')
   print(f'train step, batch {_BATCH.value}, {jax.device_count()} device(s):')
   for setting in _SETTINGS.value:

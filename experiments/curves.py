@@ -22,14 +22,6 @@ _THRESHOLDS = flags.DEFINE_list('thresholds', ['0.95', '0.98'], 'Accuracies to r
 _PLOT = flags.DEFINE_string('plot', '', 'A .png to draw the held-out ELBO and count accuracy curves into.')
 
 
-def first_crossing(evaluations, threshold: float):
-  """(step, train_seconds) of the first evaluation at or above threshold, or None."""
-  for record in evaluations:
-    if record['count_accuracy'] >= threshold:
-      return record['step'], record['train_seconds']
-  return None
-
-
 def summarise(workdir: pathlib.Path, thresholds) -> dict:
   evaluations = [r for r in metrics.read_history(workdir) if r.get('kind') == 'eval']
   if not evaluations:
@@ -40,7 +32,7 @@ def summarise(workdir: pathlib.Path, thresholds) -> dict:
   return dict(workdir=str(workdir), final_step=evaluations[-1]['step'],
               final_accuracy=evaluations[-1]['count_accuracy'],
               best_accuracy=max(r['count_accuracy'] for r in evaluations),
-              crossings={t: first_crossing(evaluations, t) for t in thresholds},
+              crossings={t: metrics.first_crossing(evaluations, t) for t in thresholds},
               curve=[(r['step'], r['train_seconds'], r['count_accuracy']) for r in evaluations])
 
 

@@ -319,6 +319,23 @@ def test_smoke_run_outputs(smoke_run):
   assert len(scene_files) == 2 and all(name.endswith('.npz') for name in scene_files)  # train, test
 
 
+def test_stop_when_ends_the_run_with_a_checkpoint(tmp_path, mnist_dir):
+  """stop_when(evaluation) -> True ends the run after that evaluation and saves its step; it sees
+  every evaluation (here: stop at the second)."""
+  config = helpers.smoke_config(mnist_dir, num_train_steps=8, checkpoint_every_steps=100,
+                                eval_every_steps=2, log_every_steps=2)
+  seen = []
+  stop_when = lambda result: seen.append(result['count_accuracy']) or len(seen) == 2
+  lines = []
+  result = train.train_and_evaluate(config, str(tmp_path / 'work'), log=lines.append, stop_when=stop_when)
+  assert result['step'] == 4 and len(seen) == 2
+  history = read_history(tmp_path / 'work')
+  assert eval_steps(history) == [2, 4]
+  assert [r['step'] for r in history if r['kind'] == 'checkpoint'] == [4]
+  assert checkpoints.Checkpointer(tmp_path / 'work').latest_step() == 4
+  assert lines[-1] == 'stopped at step 4: stop_when is met'
+
+
 @pytest.fixture(scope='module')
 def resumed_run(smoke_run, tmp_path_factory):
   """A copy of the 4-step smoke run, continued by train_and_evaluate to 6 steps."""
