@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Parts meet and cross at stroke junctions: with 'sum' two strokes through one pixel add up past
   # the ink's 1, with 'union' (1 - prod(1 - part)) they do not, as one pen's ink does not.
   model.composition = 'union'
+  model.z_what_size = 50  # a part's appearance code, as Omniglot's results were measured (2D default: 20)
   objective = config.objective
   # Windows of parts, not of whole characters: s ~ N(-0.6, 0.5), a window side of 0.1 + 0.9
   # sigmoid(s) = 0.42 of the canvas (21 px; 16-26 px at +-1 sd), where a character spans ~35-40 px
