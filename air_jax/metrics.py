@@ -76,7 +76,7 @@ def plot_evaluations(workdirs, path, panels, labels=None) -> None:
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
   for workdir, label in zip(workdirs, labels or [pathlib.Path(w).name for w in workdirs]):
-    evaluations = [r for r in read_history(workdir) if r.get('kind') == 'eval']
+    evaluations = read_evaluations(workdir)
     for ax, (key, _) in zip(axes[0], panels):
       ax.plot([r['train_seconds'] for r in evaluations], [r[key] for r in evaluations], marker='o', label=label)
   for ax, (_, ylabel) in zip(axes[0], panels):
@@ -141,6 +141,11 @@ def read_history(workdir: pathlib.Path):
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_evaluations(workdir: pathlib.Path):
+  """The evaluation records (kind 'eval') of <workdir>/history.jsonl, in step order."""
+  return [r for r in read_history(workdir) if r.get('kind') == 'eval']
 
 
 def first_crossing(evaluations, threshold: float):

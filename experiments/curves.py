@@ -23,7 +23,7 @@ _PLOT = flags.DEFINE_string('plot', '', 'A .png to draw the held-out ELBO and co
 
 
 def summarise(workdir: pathlib.Path, thresholds) -> dict:
-  evaluations = [r for r in metrics.read_history(workdir) if r.get('kind') == 'eval']
+  evaluations = metrics.read_evaluations(workdir)
   if not evaluations:
     raise ValueError(f'{workdir} has no evaluations in history.jsonl')
   if 'count_accuracy' not in evaluations[-1]:

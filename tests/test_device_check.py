@@ -22,7 +22,7 @@ def test_quick_check_reports_every_part(tmp_path, mnist_dir):
   assert [(r['precision'], r['batch_size']) for r in rows] == [('float32', 8), ('bfloat16', 8)]
   assert all(r['images_per_second'] > 0 and r['compile_seconds'] > 0 and r['flops_per_step'] > 0 for r in rows)
   training = report['training']
-  assert training['batch_size'] == 8 and training['learning_rate'] == 1e-3
+  assert training['batch_size'] == 8 and training['learning_rate'] == 3e-3  # --train_learning_rate's default
   # 6 smoke steps cannot count: no early stop, both targets unreached, an evaluation every 2 steps.
   assert training['steps'] == 6 and [s for s, _, _ in training['curve']] == [2, 4, 6]
   assert training['crossings'] == {'0.97': None, '0.98': None}
