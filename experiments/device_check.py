@@ -14,8 +14,8 @@ printed as it goes and written as JSON.
    seconds to 97% and to 98%. The batch and the learning rate move from the defaults (64, 1e-3):
    --train_learning_rate 3e-3, constant, chosen on the CPU at batch 1,024 (validation split, 1,000
    scenes, eval every 50 steps): 98% at step 200 / 250 (seeds 0 / 1) against 300 / 350 with 1e-3;
-   1e-2 stayed at 69-76% from step 100 to 350 (98% at step 750). The count prior's anneal (10,000 steps)
-   barely moves in so few steps.
+   1e-2 stayed at 69-76% from step 100 to 350 (98% at step 750). The count prior's anneal
+   (10,000 steps) barely moves in so few steps.
 4. MuJoCo renders/s of random 3D scenes (MUJOCO_GL=egl: the GPU's EGL on an NVIDIA machine).
 
 Nothing is downloaded: MNIST comes from --data_dir's mnist.npz (the cache experiments/train.py
