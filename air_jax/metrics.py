@@ -157,6 +157,21 @@ def first_crossing(evaluations, threshold: float):
   return None
 
 
+def summarise_count_accuracy(workdir: pathlib.Path, thresholds) -> dict:
+  """A run's held-out count accuracy from its history: final_step, final_accuracy, best_accuracy,
+  crossings {threshold: first_crossing or None} and curve [(step, train_seconds, accuracy)]."""
+  evaluations = read_evaluations(workdir)
+  if not evaluations:
+    raise ValueError(f'{workdir} has no evaluations in history.jsonl')
+  if 'count_accuracy' not in evaluations[-1]:
+    raise ValueError(f'{workdir} has no count accuracy to summarise: its data have no true counts '
+                     f'(its evaluations report elbo and mean_steps instead)')
+  return dict(final_step=evaluations[-1]['step'], final_accuracy=evaluations[-1]['count_accuracy'],
+              best_accuracy=max(r['count_accuracy'] for r in evaluations),
+              crossings={t: first_crossing(evaluations, t) for t in thresholds},
+              curve=[(r['step'], r['train_seconds'], r['count_accuracy']) for r in evaluations])
+
+
 class History:
   """history.jsonl: one record per evaluation and per checkpoint. Reopened at a resumed step, it
   drops records newer than that step, so a resumed run's history matches an uninterrupted one."""

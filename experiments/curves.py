@@ -22,20 +22,6 @@ _THRESHOLDS = flags.DEFINE_list('thresholds', ['0.95', '0.98'], 'Accuracies to r
 _PLOT = flags.DEFINE_string('plot', '', 'A .png to draw the held-out ELBO and count accuracy curves into.')
 
 
-def summarise(workdir: pathlib.Path, thresholds) -> dict:
-  evaluations = metrics.read_evaluations(workdir)
-  if not evaluations:
-    raise ValueError(f'{workdir} has no evaluations in history.jsonl')
-  if 'count_accuracy' not in evaluations[-1]:
-    raise ValueError(f'{workdir} has no count accuracy to summarise: its data have no true counts '
-                     f'(its evaluations report elbo and mean_steps instead)')
-  return dict(workdir=str(workdir), final_step=evaluations[-1]['step'],
-              final_accuracy=evaluations[-1]['count_accuracy'],
-              best_accuracy=max(r['count_accuracy'] for r in evaluations),
-              crossings={t: metrics.first_crossing(evaluations, t) for t in thresholds},
-              curve=[(r['step'], r['train_seconds'], r['count_accuracy']) for r in evaluations])
-
-
 def main(argv):
   workdirs = [pathlib.Path(a) for a in argv[1:]]
   if not workdirs:
@@ -48,7 +34,7 @@ def main(argv):
     print(f'error: --plot: {problem}', file=sys.stderr)
     sys.exit(1)
   try:
-    rows = [summarise(w, thresholds) for w in workdirs]
+    rows = [dict(workdir=str(w), **metrics.summarise_count_accuracy(w, thresholds)) for w in workdirs]
   except (OSError, ValueError, KeyError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -123,15 +123,15 @@ def training_run(config, values, workdir: str, log) -> dict:
   result = train.train_and_evaluate(config, workdir, log=lambda line: log('  ' + line),
                                     stop_when=lambda r: r['count_accuracy'] >= _TRAIN_TARGET.value)
   wall = time.perf_counter() - start
-  evaluations = metrics.read_evaluations(workdir)
-  crossings = {f'{t:.2f}': metrics.first_crossing(evaluations, t) for t in (0.97, 0.98)}
-  for threshold, crossing in crossings.items():
-    log(f'  to {float(threshold):.0%}: ' + ('not reached' if crossing is None else
-                                              f'step {crossing[0]}, {crossing[1]:.1f} s of training'))
+  summary = metrics.summarise_count_accuracy(workdir, (0.97, 0.98))
+  for threshold, crossing in summary['crossings'].items():
+    log(f'  to {threshold:.0%}: ' + ('not reached' if crossing is None else
+                                     f'step {crossing[0]}, {crossing[1]:.1f} s of training'))
   return dict(batch_size=config.batch_size, learning_rate=config.learning_rate, steps=result['step'],
               final_count_accuracy=result.get('count_accuracy'), wall_seconds=wall,
-              crossings={k: None if v is None else dict(step=v[0], train_seconds=v[1]) for k, v in crossings.items()},
-              curve=[(r['step'], r['train_seconds'], r['count_accuracy']) for r in evaluations])
+              crossings={f'{t:.2f}': None if v is None else dict(step=v[0], train_seconds=v[1])
+                         for t, v in summary['crossings'].items()},
+              curve=summary['curve'])
 
 
 def render_rates(values, log) -> dict:

@@ -111,9 +111,9 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, mnist_dir):
   assert int(a.step) == int(b.step) == 60
   jax.tree.map(np.testing.assert_array_equal, a, b)  # bitwise: params, optimiser, baseline statistics
   evals = lambda w: [(r['step'], r['count_accuracy'], r['elbo'], r['confusion'])
-                     for r in metrics_lib.read_history(w) if r['kind'] == 'eval']
+                     for r in metrics_lib.read_evaluations(w)]
   assert evals(tmp_path / 'whole') == evals(killed_dir)
-  assert [r['step'] for r in metrics_lib.read_history(killed_dir) if r['kind'] == 'eval'] == [20, 40, 60]
+  assert [r['step'] for r in metrics_lib.read_evaluations(killed_dir)] == [20, 40, 60]
 
 
 # ---- checkpoints --------------------------------------------------------------------------------------
