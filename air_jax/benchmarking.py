@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from air_jax import models as models_lib
 from air_jax import parallel
 from air_jax import steps as steps_lib
 
@@ -53,6 +54,7 @@ def time_train_step(config, batch_size: int, precision: str, steps: int, repeats
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
   config.model.matmul_dtype = precision
+  models = models_lib.build(config)
   size = config.data.canvas_size
   rng = np.random.default_rng(0)
   batch = parallel.put_batch(dict(
@@ -60,8 +62,8 @@ def time_train_step(config, batch_size: int, precision: str, steps: int, repeats
       count=rng.integers(0, 3, (batch_size,)).astype(np.int32)[parallel.process_slice(batch_size)]), mesh)
   images, counts = batch['image'], batch['count']
   key = jax.random.key(0)
-  state = steps_lib.create_train_state(config, jax.random.key(1), mesh)
-  step = steps_lib.make_train_step(config, mesh)
+  state = steps_lib.create_train_state(models, jax.random.key(1), mesh)
+  step = steps_lib.make_train_step(models, mesh)
 
   start = time.perf_counter()
   compiled = step.lower(state, images, counts, key).compile()

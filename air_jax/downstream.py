@@ -27,11 +27,11 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
-from air_jax import scenes
+from air_jax import parallel
+from air_jax.data import sources
 
 TASKS = ('sum', 'order')
 
@@ -89,27 +89,22 @@ def slot_features(z_pres: jax.Array, z_where: jax.Array, z_what: jax.Array) -> j
   return jnp.take_along_axis(slots, order[..., None], axis=1)
 
 
-def make_encoder(air_config: ml_collections.ConfigDict, batch_size: int = 500):
+def make_encoder(models, batch_size: int = 500):
   """-> encode(params, uint8 images [B, H, W], progress=None) -> float32 slot features
-  [B, N, 1 + 3 + D] from AIR's modes (compiled once, for batches padded to batch_size)."""
-  air = scenes.air_for(air_config)
+  [B, N, 1 + 3 + D] from AIR's modes (compiled once, for batches padded to batch_size);
+  models: air_jax.models.build of the AIR run's config."""
 
   @jax.jit
   def features(params, batch):
-    out = air.apply({'params': params}, batch.astype(jnp.float32) / 255.0, use_mode=True)
+    out = models.core.apply({'params': params}, sources.to_unit_interval(batch), use_mode=True)
     return slot_features(out.z_pres, out.objects['z_where'], out.objects['z_what'])
 
   def encode(params, images: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    chunks = []
-    for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
-      n = len(chunk)
-      if n < batch_size:
-        chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
-      chunks.append(np.asarray(features(params, chunk))[:n])
+    def chunk_features(chunk, start):
       if progress is not None:
-        progress(start + n, len(images))
-    return np.concatenate(chunks)
+        progress(min(start + batch_size, len(images)), len(images))
+      return features(params, chunk)
+    return parallel.map_padded(chunk_features, images, batch_size)
 
   return encode
 
@@ -209,10 +204,7 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     chex.assert_rank(images, 3)
-    x = images.astype(jnp.float32)
-    if images.dtype == jnp.uint8:
-      x = x / 255.0
-    x = x[..., None]
+    x = sources.to_unit_interval(images)[..., None]
     for i, c in enumerate(self.channels):
       x = nn.relu(nn.Conv(c, (5, 5) if i == 0 else (3, 3), strides=2, name=f'conv_{i}')(x))
     x = x.reshape(x.shape[0], -1)
@@ -268,14 +260,7 @@ def fit(module: nn.Module, inputs: np.ndarray, targets: np.ndarray, *, num_steps
 
 def predict(module: nn.Module, params, inputs: np.ndarray, batch_size: int = 500) -> np.ndarray:
   """Argmax class of each input, int32 [B] (every batch padded to batch_size: one compiled shape)."""
-  out = []
-  for start in range(0, len(inputs), batch_size):
-    chunk = inputs[start:start + batch_size]
-    n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(_argmax(module, params, chunk))[:n])
-  return np.concatenate(out).astype(np.int32)
+  return parallel.map_padded(lambda chunk, _: _argmax(module, params, chunk), inputs, batch_size).astype(np.int32)
 
 
 def train_and_score(module: nn.Module, train_inputs: np.ndarray, train_targets: np.ndarray,

@@ -12,28 +12,19 @@ z_pres is scored as ever.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from air_jax import model as model_lib
-from air_jax import modules
 from air_jax import objectives
-from air_jax import scenes
 
 
-def build_models(config: ml_collections.ConfigDict):
-  """(AIR of the config's scene kind, NVIL baseline)."""
-  return (scenes.air_for(config),
-          modules.Baseline(config.model.baseline_hidden, dtype=model_lib.matmul_dtype(config.model)))
-
-
-def elbo_terms_for(config: ml_collections.ConfigDict, out, images, prior) -> objectives.ELBOTerms:
+def elbo_terms_for(models, out, images, prior) -> objectives.ELBOTerms:
   """objectives.elbo_terms with the config's likelihood scale and the scene kind's object KLs."""
-  return objectives.elbo_terms(out, images, likelihood_scale=config.objective.likelihood_scale,
-                               z_pres_prior=prior, object_kls=scenes.scene_of(config).object_kls(out),
-                               likelihood_blur=config.objective.likelihood_blur)
+  objective = models.config.objective
+  return objectives.elbo_terms(out, images, likelihood_scale=objective.likelihood_scale,
+                               z_pres_prior=prior, object_kls=models.scene.object_kls(out),
+                               likelihood_blur=objective.likelihood_blur)
 
 
-def make_loss_fn(config: ml_collections.ConfigDict):
+def make_loss_fn(models):
   """loss_fn(params, stats, images [B, H, W] in [0, 1], key, prior, learn_z_pres=True,
   learn_discrete=True) -> (loss, aux).
 
@@ -44,15 +35,14 @@ def make_loss_fn(config: ml_collections.ConfigDict):
   while the object latents learn; the loss's value is the same. learn_discrete False (the first
   objective.discrete_freeze_steps steps): the same for q of the scene kind's discrete object
   latents (3D: the identity keeps its initial, near-uniform q while each shape's rotation learns)."""
-  air, baseline_net = build_models(config)
-  scene = air.scene
+  config, scene, core, baseline_net = models.config, models.scene, models.core, models.baseline
 
   def loss_fn(params, stats, images, key, prior, learn_z_pres=True, learn_discrete=True):
-    out = air.apply({'params': params['model']}, images, rngs={'sample': key})
+    out = core.apply({'params': params['model']}, images, rngs={'sample': key})
     hold = lambda learn, x, held: jax.tree.map(lambda a, b: jnp.where(learn, a, b), x, held)
     out = out._replace(z_pres_logits=hold(learn_z_pres, out.z_pres_logits, jax.lax.stop_gradient(out.z_pres_logits)),
                        objects=hold(learn_discrete, out.objects, scene.hold_discrete(out.objects)))
-    terms = elbo_terms_for(config, out, images, prior)
+    terms = elbo_terms_for(models, out, images, prior)
     updated = stats.update(terms.learning_signal, out.active, config.objective.signal_decay)
     # Centre and scale with the statistics of earlier batches (this batch's only at the start).
     stats_for_signal = jax.tree.map(lambda old, new: jnp.where(stats.weight > 0, old, new), stats, updated)

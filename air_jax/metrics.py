@@ -26,6 +26,8 @@ def format_evaluation(result: Dict[str, Any], note: str = '') -> str:
   if 'accuracy_by_layout' in result:
     line += '\nby layout: ' + ' | '.join(f'{name} {accuracy:.3f} ({scenes})'
                                          for name, (accuracy, scenes) in result['accuracy_by_layout'].items())
+  if 'objects' in result:  # 3D: the objects matched by position
+    line += '\nobjects: ' + '  '.join(f'{name.replace("_", " ")} {value:.4g}' for name, value in result['objects'].items())
   if 'confusion' in result:
     return line + '\n' + format_confusion(result['confusion'])
   return line + '\nsteps used: ' + '  '.join(f'{c}: {share:.3f}' for c, share in enumerate(result['steps_used']))
@@ -61,7 +63,7 @@ def progress_line(step: int, total: int, m: Dict[str, float], train_seconds: flo
   """One line of training progress; the object KLs are the metrics named kl_<latent>."""
   eta = format_duration((total - step) / max(m['steps_per_second'], 1e-9))
   object_kls = ''.join(f' {k[3:]} {v:.2f}' for k, v in m.items() if k.startswith('kl_') and k != 'kl_pres')
-  accuracy = '' if np.isnan(m['train_count_accuracy']) else f' train acc {m["train_count_accuracy"]:.3f}'
+  accuracy = f' train acc {m["train_count_accuracy"]:.3f}' if 'train_count_accuracy' in m else ''
   return (f'step {step}/{total} | {m["steps_per_second"]:.1f} steps/s {m["images_per_second"]:.0f} img/s '
           f'| elbo {m["elbo"]:.1f} (log p(x|z) {m["log_likelihood"]:.1f}, kl pres {m["kl_pres"]:.2f}'
           f'{object_kls}) | count {m["count"]:.2f}{accuracy} | t {train_seconds:.0f}s eta {eta}')

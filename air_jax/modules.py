@@ -19,7 +19,7 @@ def matmul(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
       y = x~ W~,   dx = g~ W~^T,   dW = x~^T g          (~: rounded to bfloat16).
   Parameters, gradients and everything between the matmuls stay float32. Rounding g in dW as
   well made 2 of 3 seeds of the default run miss 98% count accuracy at 4,000 steps (5 of 5 reach
-  it as written, as in float32; WORKSPACE.md, session 7). Plain autodiff of a bfloat16 matmul
+  it as written, as in float32; docs/results/throughput.md). Plain autodiff of a bfloat16 matmul
   would give f32 x bf16 backward products, which XLA:CPU computes in float32."""
   x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
   if jnp.dtype(dtype) == jnp.float32:

@@ -29,7 +29,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from air_jax.model import AIROutput
+from air_jax.cores import CoreOutput
 
 
 def normal_log_prob(x: jax.Array, loc: jax.Array, scale: float | jax.Array) -> jax.Array:
@@ -91,7 +91,7 @@ def log_likelihood(images: jax.Array, canvas: jax.Array, scale: float, blur: flo
   return normal_log_prob(images, canvas, scale).sum(axis=(-2, -1))
 
 
-def elbo_terms(out: AIROutput, images: jax.Array, *, likelihood_scale: float,
+def elbo_terms(out: CoreOutput, images: jax.Array, *, likelihood_scale: float,
                z_pres_prior: float | jax.Array, object_kls: dict, likelihood_blur: float = 0.0) -> ELBOTerms:
   """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]; object_kls: name -> [B, N]
   per-step KL of each object latent (unmasked; a scene kind's `object_kls(out)`).

@@ -68,3 +68,20 @@ def to_host(tree: Any) -> Any:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils
   return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def run_padded(fn: Callable[[np.ndarray], Any], array: np.ndarray, batch_size: int,
+               to_host: Callable[[Any], Any] = jax.device_get) -> Any:
+  """fn of array [n <= batch_size, ...] padded with zeros to batch_size rows (one compiled shape
+  for every batch), brought to the host, each output's first n rows."""
+  n = len(array)
+  if n < batch_size:
+    array = np.concatenate([array, np.zeros((batch_size - n,) + array.shape[1:], array.dtype)])
+  return jax.tree.map(lambda x: np.asarray(x)[:n], to_host(fn(array)))
+
+
+def map_padded(fn: Callable[[np.ndarray, int], Any], array: np.ndarray, batch_size: int) -> Any:
+  """fn(chunk, start) over array in chunks of batch_size rows (run_padded), outputs concatenated."""
+  outputs = [run_padded(lambda chunk: fn(chunk, start), array[start:start + batch_size], batch_size)
+             for start in range(0, len(array), batch_size)]
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

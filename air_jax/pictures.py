@@ -1,4 +1,4 @@
-"""Pictures of what AIR infers on 2D scenes, as host arrays for PNG files and TensorBoard.
+"""Pictures of what AIR infers, as host arrays for PNG files and TensorBoard.
 
 One row per image: the input and the reconstruction (drawn as its parts, each step's object in that
 step's colour), each with every present step's window drawn in that step's colour (absent steps are
@@ -7,20 +7,17 @@ glimpse the encoder read from the window and the patch the decoder drew into it,
 step's colour (left blank for absent steps).
 
 Drawing (`to_rgb`, `draw_boxes`, `grid`, `save_png`) is numpy and PIL on host arrays; `Pictures`
-runs a model with q's modes (one jit-compiled forward pass) and draws its grid. The command that
+runs a run's models with q's modes (one jit-compiled forward pass) and draws its grid, what it
+holds chosen by the scene kind (3D: each object's box and shape instead of glimpses and patches). The command that
 writes them for a trained workdir is air_jax.visualize.
 """
-import functools
 import pathlib
 from typing import Dict, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from air_jax import glimpse
-from air_jax import model as model_lib
-from air_jax import scenes
+from air_jax.data import sources
 
 # Step i's colour is COLOURS[i % len(COLOURS)] (distinct on black and on grey).
 COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -185,40 +182,30 @@ def save_png(picture: np.ndarray, path) -> None:
   Image.fromarray(np.asarray(picture, np.uint8)).save(pathlib.Path(path), format='PNG', optimize=True)
 
 
-def picture_latents(config, params, images: jax.Array) -> Dict[str, jax.Array]:
-  """One forward pass with q's modes -> canvas [B, H, W], z_pres [B, N], z_where [B, N, 3],
-  boxes [B, N, 4], glimpses [B, N, G, G] (read at z_where), patches [B, N, P, P] (decoded z_what)
-  and parts [B, N, H, W] (glimpse.write(patches[:, i], z_where[:, i]): step i's object on the canvas)."""
-  cfg, scene = config.model, scenes.scene_of(config)
-  images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
-  out = model_lib.AIR(cfg, scene).apply({'params': params}, images, use_mode=True)
-  batch, steps = out.z_pres.shape
-  size = (cfg.glimpse_size, cfg.glimpse_size)
-  glimpses = jnp.stack([glimpse.read(images, out.objects['z_where'][:, i], size) for i in range(steps)], axis=1)
-  patches = scene.decoder().apply({'params': params['step']['object_decoder']},
-                                  out.objects['z_what'].reshape(batch * steps, -1)).reshape(batch, steps, cfg.patch_size, cfg.patch_size)
-  return dict(canvas=out.canvas, z_pres=out.z_pres, z_where=out.objects['z_where'],
-              boxes=glimpse.boxes(out.objects['z_where'], images.shape[1:]), glimpses=glimpses, patches=patches,
-              parts=out.objects['image'])
-
-
 class Pictures:
-  """pictures(model params, images [B, H, W], true_counts [B] or None) -> grid uint8 [h, w, 3].
-
+  """pictures(model params, images [B, H, W], true_counts [B] or None) -> grid uint8 [h, w, 3] of
+  what a run's models (air_jax.models.build) infer with q's modes: the scene kind says what is
+  drawn (SceneKind.picture_arrays inside the compiled forward pass, grid_arguments on the host).
   The forward pass is compiled once per batch shape (make one Pictures and reuse it)."""
 
-  def __init__(self, config, scale: int = 2):
-    self.scale = scale
-    self._latents = jax.jit(functools.partial(picture_latents, config))
+  def __init__(self, models, scale: int = 2):
+    self.scale, self.scene = scale, models.scene
+
+    def arrays(params, images):
+      images = sources.to_unit_interval(images)
+      out = models.core.apply({'params': params}, images, use_mode=True)
+      return models.scene.picture_arrays(out, images, params)
+
+    self._arrays = jax.jit(arrays)
 
   def latents(self, params, images) -> Dict[str, np.ndarray]:
-    return jax.device_get(self._latents(params, np.asarray(images)))
+    """The scene kind's picture_arrays of images, on the host."""
+    return jax.device_get(self._arrays(params, np.asarray(images)))
 
   def __call__(self, params, images, true_counts=None) -> np.ndarray:
     images = np.asarray(images)
-    out = self.latents(params, images)
-    return grid(images, out['canvas'], out['z_pres'], out['boxes'], out['glimpses'], out['patches'],
-                true_counts, self.scale, parts=out['parts'])
+    return grid(images, true_counts=true_counts, scale=self.scale,
+                **self.scene.grid_arguments(self.latents(params, images)))
 
 
 def png_path_problem(path) -> Optional[str]:

@@ -13,9 +13,11 @@ import ml_collections
 import numpy as np
 import optax
 
+from air_jax import cores
 from air_jax import loss as loss_lib
 from air_jax import objectives
 from air_jax import parallel
+from air_jax.data import sources
 
 
 @flax.struct.dataclass
@@ -54,15 +56,17 @@ def clip_by_norm(tree, norm: jax.Array, max_norm: float):
   return jax.tree.map(lambda g: g * scale, tree)
 
 
-def init_state(config: ml_collections.ConfigDict, key: jax.Array) -> TrainState:
-  """A new TrainState (unsharded; see create_train_state for the sharded one)."""
-  air, baseline = loss_lib.build_models(config)
+def init_state(models, key: jax.Array) -> TrainState:
+  """A new TrainState of a run's models (air_jax.models.build), unsharded (see create_train_state
+  for the sharded one)."""
+  config = models.config
   model_key, sample_key, baseline_key = jax.random.split(key, 3)
-  images = jnp.zeros((1,) + air.scene.image_shape, jnp.float32)
-  model_params = air.init({'params': model_key, 'sample': sample_key}, images)['params']
-  hidden = jnp.zeros((1, config.model.max_steps, config.model.lstm_size), jnp.float32)
-  features = jnp.zeros((1, 4 * config.model.lstm_size), jnp.float32)
-  params = {'model': model_params, 'baseline': baseline.init(baseline_key, features, hidden)['params']}
+  images = jnp.zeros((1,) + models.scene.image_shape, jnp.float32)
+  model_params = models.core.init({'params': model_key, 'sample': sample_key}, images)['params']
+  out = jax.eval_shape(lambda: models.core.apply({'params': model_params}, images, use_mode=True))
+  baseline_params = models.baseline.init(baseline_key, jnp.zeros(out.image_features.shape, jnp.float32),
+                                         jnp.zeros(out.hidden.shape, jnp.float32))['params']
+  params = {'model': model_params, 'baseline': baseline_params}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(config).init(params),
                     signal_stats=objectives.SignalStats.zeros(config.model.max_steps),
@@ -89,9 +93,9 @@ def ema_update(ema, params, decay: float, step: jax.Array):
   return jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
 
 
-def create_train_state(config: ml_collections.ConfigDict, key: jax.Array, mesh) -> TrainState:
+def create_train_state(models, key: jax.Array, mesh) -> TrainState:
   """init_state built directly replicated over the mesh."""
-  return parallel.create_replicated(functools.partial(init_state, config), key, mesh)
+  return parallel.create_replicated(functools.partial(init_state, models), key, mesh)
 
 
 def z_pres_prior_at(step: jax.Array, objective: ml_collections.ConfigDict) -> jax.Array:
@@ -103,24 +107,18 @@ def z_pres_prior_at(step: jax.Array, objective: ml_collections.ConfigDict) -> ja
   return jnp.exp(log_start + fraction * (log_end - log_start))
 
 
-def to_unit_interval(images: jax.Array) -> jax.Array:
-  """uint8 0..255 -> float32 0..1 (floats pass through)."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
-
-
-def make_train_step(config: ml_collections.ConfigDict, mesh=None):
+def make_train_step(models, mesh=None):
   """(state, images uint8 [B, H, W], counts [B], root_key) -> (state, metrics), compiled once for
   the mesh (default: all devices): batch sharded over 'data', state replicated, state donated.
 
   A step whose loss or any gradient is not finite changes nothing but the step counter (so the
   next step reads the next batch) and the non-finite counters."""
-  loss_fn = loss_lib.make_loss_fn(config)
+  config = models.config
+  loss_fn = loss_lib.make_loss_fn(models)
   optimizer = make_optimizer(config)
 
   def train_step(state: TrainState, images, counts, root_key):
-    images = to_unit_interval(images)
+    images = sources.to_unit_interval(images)
     key = jax.random.fold_in(root_key, state.step)
     prior = z_pres_prior_at(state.step, config.objective)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -149,20 +147,20 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
         state.signal_stats, aux['stats'])
     out, terms = aux['out'], aux['terms']
     active = out.active
+    count = cores.count_of(out.z_pres)
     metrics = dict(
         loss=-terms.elbo.mean(), elbo=terms.elbo.mean(), log_likelihood=terms.log_likelihood.mean(),
         kl_pres=terms.kl_pres.sum(-1).mean(), baseline_loss=aux['baseline_loss'],
         advantage_sd=jnp.sqrt((active * jnp.square(aux['advantage'])).sum() / active.sum()),
-        count=out.z_pres.sum(-1).mean(),
-        # NaN where the data's counts are unknown (-1: Omniglot)
-        train_count_accuracy=jnp.where((counts >= 0).all(), (out.z_pres.sum(-1) == counts).mean(), jnp.nan),
-        grad_norm=grad_norms['model'], z_pres_prior=prior,
+        count=count.mean(), grad_norm=grad_norms['model'], z_pres_prior=prior,
         **{f'kl_{name}': kl.sum(-1).mean() for name, kl in terms.kl_objects.items()})
     new_state = TrainState(
         step=state.step + 1, params=params, opt_state=opt_state, signal_stats=signal_stats,
         nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1), ema_params=ema_params)
     metrics['nonfinite_steps'] = new_state.nonfinite_steps
+    if models.scene.has_counts:
+      metrics['train_count_accuracy'] = (count == counts).mean()
     return new_state, metrics
 
   mesh = mesh if mesh is not None else parallel.make_mesh()
@@ -171,22 +169,22 @@ def make_train_step(config: ml_collections.ConfigDict, mesh=None):
                  donate_argnums=(0,))
 
 
-def make_eval_step(config: ml_collections.ConfigDict, mesh=None):
-  """(model params, images [B, H, W], key) -> per image: inferred count with q's modes, ELBO of a
-  sample, the modes' reconstruction error mean((canvas - image)^2) and latents (the scene kind's
-  summary of them)."""
-  air, _ = loss_lib.build_models(config)
+def make_eval_step(models, mesh=None):
+  """(model params, images [B, H, W], key) -> per image: inferred count with q's modes (the slots
+  before the first absent one, cores.count_of), ELBO of a sample, the modes' reconstruction error
+  mean((canvas - image)^2) and latents (the scene kind's summary of them)."""
+  config, core = models.config, models.core
 
   def eval_step(params, images, key):
-    images = to_unit_interval(images)
-    mode = air.apply({'params': params}, images, use_mode=True)
-    sample = air.apply({'params': params}, images, rngs={'sample': key})
+    images = sources.to_unit_interval(images)
+    mode = core.apply({'params': params}, images, use_mode=True)
+    sample = core.apply({'params': params}, images, rngs={'sample': key})
     prior = jnp.float32(config.objective.z_pres_prior)
-    terms = loss_lib.elbo_terms_for(config, sample, images, prior)
-    return dict(count=mode.z_pres.sum(-1).astype(jnp.int32), elbo=terms.elbo,
+    terms = loss_lib.elbo_terms_for(models, sample, images, prior)
+    return dict(count=cores.count_of(mode.z_pres), elbo=terms.elbo,
                 reconstruction_mse=((mode.canvas - images) ** 2).mean((1, 2)),
                 z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
-                **air.scene.summary(mode.objects))
+                **models.scene.summary(mode.objects))
 
   mesh = mesh if mesh is not None else parallel.make_mesh()
   data, same = parallel.batch_sharding(mesh), parallel.replicated(mesh)

@@ -15,6 +15,7 @@ import numpy as np
 from air_jax import checkpoints
 from air_jax import evaluation
 from air_jax import metrics as metrics_lib
+from air_jax import models as models_lib
 from air_jax import parallel
 from air_jax import pictures as pictures_lib
 from air_jax import scenes
@@ -27,11 +28,13 @@ class NonFiniteError(FloatingPointError):
   """Too many train steps in a row had a non-finite loss or gradient."""
 
 
-def global_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
-  """per_device_batch_size x devices when that is set (> 0), else batch_size."""
+def resolved(config: ml_collections.ConfigDict, mesh) -> ml_collections.ConfigDict:
+  """A copy of config with its references resolved and batch_size the global batch:
+  per_device_batch_size x devices when that is set (> 0)."""
+  config = config.copy_and_resolve_references()
   if config.per_device_batch_size > 0:
-    return config.per_device_batch_size * mesh.devices.size
-  return config.batch_size
+    config.batch_size = config.per_device_batch_size * mesh.devices.size
+  return config
 
 
 def check_nonfinite(state: steps.TrainState, config: ml_collections.ConfigDict, checkpointer, log) -> None:
@@ -54,32 +57,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   """Trains from scratch or resumes from the latest checkpoint in workdir; returns final metrics.
   The batch is sharded over `mesh` (default: every device). stop_when(evaluation) -> True ends the
   run after that evaluation, with a checkpoint of that step (e.g. a target accuracy reached)."""
-  checks.validate_config(config)
   mesh = mesh if mesh is not None else parallel.make_mesh()
-  config = config.copy_and_resolve_references()
-  config.batch_size = global_batch_size(config, mesh)
+  models = models_lib.build(resolved(config, mesh))  # validates the config, once
+  config = models.config
   parallel.check_divisible(config.batch_size, mesh, 'batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f'workdir {workdir} exists and is not a directory')
   checks.check_resumable(workdir, config)
+  scene = models.scene
+  train_source, eval_source = scene.sources(log)  # bad data fail here, before the workdir is written
   workdir.mkdir(parents=True, exist_ok=True)
   metrics_lib.save_config(config, workdir)
-  scene = scenes.scene_of(config)
-  train_source, eval_source = scene.sources(log)
 
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
-  state = steps.create_train_state(config, init_key, mesh)
+  state = steps.create_train_state(models, init_key, mesh)
   checkpointer = checkpoints.Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     log(f'resumed from the checkpoint at step {int(state.step)}')
   start_step = int(state.step)
 
-  train_step = steps.make_train_step(config, mesh)
-  eval_step = steps.make_eval_step(config, mesh)
-  pictures = scene.pictures()  # a grid of the first held-out scenes at every evaluation
+  train_step = steps.make_train_step(models, mesh)
+  eval_step = steps.make_eval_step(models, mesh)
+  pictures = pictures_lib.Pictures(models)  # a grid of the first held-out scenes at every evaluation
   picture_scenes = eval_source.__getitems__(range(min(pictures_lib.SUMMARY_IMAGES, len(eval_source))))
   log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}), global batch {config.batch_size}')
   writer = metrics_lib.SummaryWriter(workdir)
@@ -110,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     if done % config.eval_every_steps == 0 or done == config.num_train_steps:
       pause = time.time()
       result = evaluation.evaluate(eval_step, steps.eval_params(state, config), eval_source, config.eval_batch_size,
-                        jax.random.fold_in(eval_key, done), max_count, mesh)
+                                   jax.random.fold_in(eval_key, done), max_count, scene.all_evaluators(), mesh)
       writer.scalars(done, {f'eval/{name}': v for name, v in result.items() if isinstance(v, float)})
       writer.image(done, 'eval/pictures',
                    pictures(steps.eval_params(state, config), picture_scenes['image'], picture_scenes['count']))

@@ -16,12 +16,13 @@ import numpy as np
 from air_jax import infer
 from air_jax import launch
 from air_jax import pictures
-from air_jax import scenes
 
-def held_out_scenes(config, start: int, num: int) -> Dict[str, np.ndarray]:
-  """Scenes start .. start + num - 1 of a run's held-out set: what its evaluations measure."""
-  scenes_ = scenes.scene_of(config).eval_source()
-  return scenes_.__getitems__(range(start, min(start + num, len(scenes_))))
+
+def held_out_scenes(scene, start: int, num: int) -> Dict[str, np.ndarray]:
+  """Scenes start .. start + num - 1 of a run's held-out set (its scene kind's eval split): what
+  its evaluations measure."""
+  scenes = scene.scenes(scene.eval_split)
+  return scenes.__getitems__(range(start, min(start + num, len(scenes))))
 
 
 def render(workdir, output, images_path=None, num_images: int = pictures.SUMMARY_IMAGES, start: int = 0,
@@ -34,19 +35,19 @@ def render(workdir, output, images_path=None, num_images: int = pictures.SUMMARY
   problem = pictures.png_path_problem(output)
   if problem:
     raise infer.InputError(f'--output: {problem}')
-  config = infer.load_config(workdir)
+  models = infer.load_models(workdir)
   if images_path:
-    images, true_counts = infer.load_images(images_path, scenes.scene_of(config).image_shape[0]), None
+    images, true_counts = infer.load_images(images_path, models.scene.image_shape[0]), None
     if start >= len(images):
       raise infer.InputError(f'--start={start}: {images_path} holds {len(images)} images')
     images = images[start:start + num_images]
   else:
-    num_eval = len(scenes.scene_of(config).eval_source())
+    num_eval = len(models.scene.scenes(models.scene.eval_split))
     if start >= num_eval:
       raise infer.InputError(f'--start={start}: the run has {num_eval} held-out scenes')
-    held_out = held_out_scenes(config, start, num_images)
+    held_out = held_out_scenes(models.scene, start, num_images)
     images, true_counts = held_out['image'], held_out['count']
-  picture = scenes.scene_of(config).pictures(scale)(infer.load_params(workdir, config), images, true_counts)
+  picture = pictures.Pictures(models, scale)(infer.load_params(workdir, models), images, true_counts)
   pictures.save_png(picture, output)
   return picture
 

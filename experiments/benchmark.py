@@ -14,10 +14,7 @@ median block. Batches are synthetic (random uint8 images of the configured size)
 """
 import itertools
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -27,10 +24,10 @@ import jax
 from air_jax import benchmarking
 from air_jax import launch
 from air_jax import parallel
-from air_jax.configs import default
+from air_jax.configs import multi_mnist as multi_mnist_config
 
 _CONFIG = launch.define_config_file(
-    'config', default.__file__,  # air_jax/configs/default.py, in a checkout or installed
+    'config', multi_mnist_config.__file__,  # air_jax/configs/multi_mnist.py, in a checkout or installed
     'Model config (get_config); the batch size is set per row.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['64', '256', '1024'], 'Global batch sizes to time.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Steps per timed block.')

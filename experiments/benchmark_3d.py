@@ -17,10 +17,7 @@ averaged), the same of the mean of the draws (MSE / repeats if SPSA is unbiased,
 and renders per image.
 """
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -32,8 +29,8 @@ import numpy as np
 from air_jax import benchmarking
 from air_jax import black_box
 from air_jax import objectives
-from air_jax import scenes
 from air_jax import steps as steps_lib
+from air_jax import models as models_lib
 from air_jax.configs import shapes_3d as shapes_3d_config
 from air_jax.data import shapes_3d
 
@@ -50,18 +47,18 @@ def time_steps(model: str, gradient: str, batch_size: int, num_steps: int):
   config.model.difference_input = model == 'dair'
   config.objective.gradient = gradient
   config.batch_size = batch_size
-  scene = scenes.scene_of(config)
-  source = scene.scenes('train')
+  models = models_lib.build(config)
+  source = models.scene.scenes('train')
   batch = source.__getitems__(range(batch_size))
-  state = steps_lib.init_state(config, jax.random.key(0))
-  train_step = steps_lib.make_train_step(config)
+  state = steps_lib.init_state(models, jax.random.key(0))
+  train_step = steps_lib.make_train_step(models)
   start = time.perf_counter()
   state, metrics = train_step(state, batch['image'], batch['count'], jax.random.key(1))
   jax.block_until_ready(metrics)
   compile_seconds = time.perf_counter() - start
   state, metrics = train_step(state, batch['image'], batch['count'], jax.random.key(1))  # state sharding settles
   jax.block_until_ready(metrics)
-  pool = scene.pool
+  pool = models.scene.pool
   renders, render_seconds = pool.renders, pool.seconds
   start = time.perf_counter()
   for _ in range(num_steps):

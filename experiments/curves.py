@@ -6,11 +6,8 @@ count accuracy, the final and best accuracy, and the accuracy curve (markdown).
 --plot also draws each run's held-out ELBO and count accuracy against training time (matplotlib).
 """
 import json
-import os
 import pathlib
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags

@@ -26,11 +26,8 @@ the EGL libraries and mnist.npz into .device/ (ignored by git) and prints the co
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -85,8 +82,8 @@ def settings() -> dict:
 
 
 def model_config(quick: bool, data_dir: str):
-  from air_jax.configs import default  # pylint: disable=g-import-not-at-top
-  config = default.get_config('smoke' if quick else None)
+  from air_jax.configs import multi_mnist as multi_mnist_config  # pylint: disable=g-import-not-at-top
+  config = multi_mnist_config.get_config('smoke' if quick else None)
   config.data.data_dir = data_dir
   return config
 

@@ -21,12 +21,9 @@ steps), budgets 4 and 8, one seed, 3 classifier steps, 16 held-out scenes, unles
 """
 import dataclasses
 import json
-import os
 import pathlib
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -39,9 +36,11 @@ from air_jax import downstream
 from air_jax import launch
 from air_jax import metrics
 from air_jax import train
-from air_jax.configs import default
+from air_jax import models as models_lib
+from air_jax.configs import multi_mnist as multi_mnist_config
 from air_jax.data import mnist as mnist_lib
 from air_jax.data import multi_mnist
+from air_jax.data import sources
 
 MODELS = ('air', 'air_digits', 'cnn')  # AIR latents + MLP head, + per-digit head; CNN on pixels
 MODEL_NAMES = {'air': 'AIR + MLP', 'air_digits': 'AIR + digit head', 'cnn': 'CNN'}
@@ -143,7 +142,7 @@ def load_air(air_workdir: pathlib.Path):
     checkpointer.close()
   if step is None:
     raise UsageError(f'--air_workdir: {air_workdir} has no checkpoint yet')
-  return config, evaluation.restore_model_params(air_workdir, config), step
+  return config, evaluation.restore_model_params(air_workdir, models_lib.build(config)), step
 
 
 def trained_air(options: Options, root: pathlib.Path, log):
@@ -153,7 +152,7 @@ def trained_air(options: Options, root: pathlib.Path, log):
     air_dir = pathlib.Path(options.air_workdir)
   else:
     air_dir = root / 'air'
-    config = default.get_config('smoke' if options.smoke else None)
+    config = multi_mnist_config.get_config('smoke' if options.smoke else None)
     config.data.data_dir = options.data_dir
     if options.smoke:
       config.num_train_steps = 2
@@ -179,8 +178,8 @@ def scene_sets(config, num_eval: int):
   held_out = multi_mnist.MultiMNIST(digits.test_images, digits.test_labels, counts=data.train_counts,
                                     num_examples=num_eval, seed=data.eval_seed + EVAL_SEED_OFFSET,
                                     canvas_size=data.canvas_size, max_objects=pool.max_objects)
-  return (multi_mnist.materialise_cached(pool, cache_dir, 'train').arrays,
-          multi_mnist.materialise_cached(held_out, cache_dir, 'test').arrays)
+  return (sources.materialise_cached(pool, cache_dir, 'train').arrays,
+          sources.materialise_cached(held_out, cache_dir, 'test').arrays)
 
 
 def make_module(model: str, task: str, max_objects: int, smoke: bool):
@@ -230,7 +229,7 @@ def run_sweep(options: Options, root: pathlib.Path, log):
   slots = {}
   if any(s['model'].startswith('air') for s in pending):
     start = time.time()
-    encoder = downstream.make_encoder(config, batch_size=min(500, len(pool['image'])))
+    encoder = downstream.make_encoder(models_lib.build(config), batch_size=min(500, len(pool['image'])))
     encode = lambda images, what: encoder(params, images, metrics.ProgressPrinter(f'encoding {what}', log))
     pool_slots = encode(pool['image'], 'the pool')
     standardize = downstream.Standardizer(pool_slots)  # statistics of unlabelled latents

@@ -19,11 +19,7 @@ each step's glimpse and patch) and <workdir>/omniglot_curves.png (held-out ELBO 
 against training time).
 """
 import json
-import os
 import pathlib
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -93,12 +89,13 @@ def train_for(config, workdir: pathlib.Path, seconds: float, first_chunk: int, l
 
 def held_out_figures(workdir: pathlib.Path) -> dict:
   """The latest checkpoint's held-out ELBO, reconstruction error and steps used (evaluation.evaluate)."""
-  config = infer.load_config(workdir)
-  params = infer.load_params(workdir, config)
-  scene = scenes.scene_of(config)
-  _, eval_source = scene.sources(log=lambda s: None)
-  result = evaluation.evaluate(steps.make_eval_step(config), params, eval_source, config.eval_batch_size,
-                               jax.random.key(config.seed + 1), scenes.max_count(config))
+  models = infer.load_models(workdir)
+  config = models.config
+  params = infer.load_params(workdir, models)
+  _, eval_source = models.scene.sources(log=lambda s: None)
+  result = evaluation.evaluate(steps.make_eval_step(models), params, eval_source, config.eval_batch_size,
+                               jax.random.key(config.seed + 1), scenes.max_count(config),
+                               models.scene.all_evaluators())
   return dict(elbo=result['elbo'], reconstruction_mse=result['reconstruction_mse'],
               mean_steps=result['mean_steps'], steps_used=result['steps_used'].tolist(),
               num_eval=len(eval_source))
@@ -118,10 +115,10 @@ def markdown(results: dict) -> str:
 
 def picture(workdir: pathlib.Path, path: pathlib.Path) -> None:
   """The model's picture of PICTURE_CHARACTERS held-out characters spread over the archive."""
-  config = infer.load_config(workdir)
-  source = scenes.scene_of(config).eval_source()
+  models = infer.load_models(workdir)
+  source = models.scene.scenes(models.scene.eval_split)
   chosen = source.__getitems__(np.linspace(0, len(source) - 1, PICTURE_CHARACTERS).round().astype(int))
-  grid = scenes.scene_of(config).pictures(scale=3)(infer.load_params(workdir, config), chosen['image'])
+  grid = pictures.Pictures(models, scale=3)(infer.load_params(workdir, models), chosen['image'])
   pictures.save_png(grid, path)
 
 

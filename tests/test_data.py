@@ -13,6 +13,8 @@ import pytest
 from air_jax.data import mnist
 from air_jax.data import multi_mnist
 from air_jax.data import pipeline
+from air_jax.data import sources
+from air_jax import models as models_lib
 from tests import helpers
 
 
@@ -240,8 +242,8 @@ class TestMultiMNIST:
     assert seen == {0, 1}
 
   @pytest.mark.parametrize('kwargs, message', [
-      (dict(counts=()), r'counts must be a non-empty set of non-negative integers, got \(\)'),
-      (dict(counts=(-1, 1)), r'counts must be a non-empty set of non-negative integers, got \(-1, 1\)'),
+      (dict(counts=()), r'counts must be a non-empty set of counts >= 0, got \(\)'),
+      (dict(counts=(-1, 1)), r'counts must be a non-empty set of counts >= 0, got \(-1, 1\)'),
       (dict(counts=(1, 2), max_objects=1), 'max_objects=1 is below the largest count 2'),
       (dict(num_examples=0), 'num_examples must be positive, got 0'),
       (dict(canvas_size=27), 'canvas_size must be at least 28, got 27')],
@@ -280,18 +282,18 @@ class TestMultiMNIST:
     source = scenes(digits, num_examples=6)
     batch = source.__getitems__([4, 1])
     assert_examples_equal({k: v[1] for k, v in batch.items()}, source[1])
-    memory = multi_mnist.materialise(source)
+    memory = sources.materialise(source)
     assert len(memory) == 6
     for i in range(6):
       assert_examples_equal(memory[i], source[i])
 
   def test_materialise_cached(self, digits, tmp_path, monkeypatch):
     source = scenes(digits, num_examples=6, seed=3)
-    first = multi_mnist.materialise_cached(source, tmp_path / 'scenes', 'train')
+    first = sources.materialise_cached(source, tmp_path / 'scenes', 'train')
     files = list((tmp_path / 'scenes').iterdir())
     assert [f.name for f in files] == [multi_mnist.cache_name(source, 'train')]
-    monkeypatch.setattr(multi_mnist, 'materialise', fail_subprocess)  # now read from the file
-    again = multi_mnist.materialise_cached(source, tmp_path / 'scenes', 'train')
+    monkeypatch.setattr(sources, 'materialise', fail_subprocess)  # now read from the file
+    again = sources.materialise_cached(source, tmp_path / 'scenes', 'train')
     assert len(again) == 6
     for i in range(6):
       assert_examples_equal(again[i], source[i])
@@ -316,9 +318,8 @@ class TestSplits:
   """The 2D scene kind's splits: validation scenes are of MNIST train digits no training scene uses."""
 
   def test_validation_digits_are_held_out_of_training(self, mnist_dir):
-    from air_jax import scenes as scenes_lib  # pylint: disable=g-import-not-at-top
     config = helpers.smoke_config(mnist_dir)
-    scene = scenes_lib.scene_of(config)
+    scene = models_lib.build(config).scene
     digits = mnist.load_mnist(str(mnist_dir))
     train, validation, test = (scene.scenes(split) for split in ('train', 'validation', 'test'))
     held = config.data.validation_digits
@@ -327,21 +328,18 @@ class TestSplits:
     np.testing.assert_array_equal(test.digits, digits.test_images)
     assert train.cache_name('train') != validation.cache_name('validation')
     assert len(validation) == config.data.num_eval and validation.counts == tuple(config.data.eval_counts)
-    assert scene.eval_source().digits_digest == test.digits_digest  # 'test' unless told
+    assert scene.eval_split == 'test'  # unless told
     config.data.eval_split = 'validation'
-    assert scenes_lib.scene_of(config).eval_source().digits_digest == validation.digits_digest
+    assert models_lib.build(config).scene.eval_split == 'validation'
 
   @pytest.mark.parametrize('field, value, message', [
       ('eval_split', 'train', 'eval_split'), ('validation_digits', 0, 'validation_digits'),
       ('validation_digits', helpers.NUM_TRAIN_DIGITS, 'validation_digits')])
   def test_bad_split_settings(self, mnist_dir, field, value, message):
-    from air_jax import scenes as scenes_lib  # pylint: disable=g-import-not-at-top
     config = helpers.smoke_config(mnist_dir)
     config.data[field] = value
     with pytest.raises(ValueError, match=message):
-      scene = scenes_lib.scene_of(config)
-      scene.check()
-      scene.sources(log=lambda line: None)
+      models_lib.build(config).scene.sources(log=lambda line: None)
 
 
 class TestPipeline:
@@ -368,7 +366,7 @@ class TestPipeline:
       pipeline.batch_indices(0, 8, 5, seed=0)
 
   def test_resume_matches_uninterrupted(self):
-    source = multi_mnist.InMemory(dict(x=np.arange(20) * 10, y=np.arange(20)))
+    source = sources.InMemory(dict(x=np.arange(20) * 10, y=np.arange(20)))
     through = pipeline.train_batches(source, 3, seed=4)
     uninterrupted = [next(through) for _ in range(15)]
     resumed = pipeline.train_batches(source, 3, seed=4, start_step=9)
@@ -377,7 +375,7 @@ class TestPipeline:
     np.testing.assert_array_equal(uninterrupted[7]['x'], 10 * pipeline.batch_indices(7, 3, 20, 4))
 
   def test_get_batch_without_getitems(self):
-    memory = multi_mnist.InMemory(dict(x=np.arange(10), y=np.arange(10) ** 2))
+    memory = sources.InMemory(dict(x=np.arange(10), y=np.arange(10) ** 2))
     class Plain:
       __len__ = memory.__len__
       __getitem__ = memory.__getitem__
@@ -385,14 +383,14 @@ class TestPipeline:
     np.testing.assert_array_equal(pipeline.get_batch(memory, [3, 1, 3])['y'], [9, 1, 9])
 
   def test_eval_batches(self):
-    memory = multi_mnist.InMemory(dict(x=np.arange(10)))
+    memory = sources.InMemory(dict(x=np.arange(10)))
     batches = list(pipeline.eval_batches(memory, 4))
     assert [len(b['x']) for b in batches] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate([b['x'] for b in batches]), np.arange(10))
 
   def test_in_memory_lengths_must_agree(self):
     with pytest.raises(ValueError, match=r"arrays must have one length, got \{'x': 3, 'y': 4\}"):
-      multi_mnist.InMemory(dict(x=np.arange(3), y=np.arange(4)))
+      sources.InMemory(dict(x=np.arange(3), y=np.arange(4)))
 
 
 def test_accuracy_by_layout():

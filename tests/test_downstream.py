@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax import scenes
 from air_jax import evaluation
 from air_jax import steps
 from air_jax import downstream
 from air_jax import metrics
+from air_jax import models as models_lib
 from tests import helpers
 
 
@@ -161,9 +161,9 @@ def test_encoder_gives_sorted_slot_features_of_air():
   config.model.z_pres_logit_bias = 20.0  # every step present
   images = np.zeros((3, 50, 50), np.uint8)
   images[:, 10:30, 5:20] = 200
-  params = scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+  params = models_lib.build(config).core.init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                             jnp.zeros((1, 50, 50)))['params']
-  slots = downstream.make_encoder(config, batch_size=2)(params, images)  # 2 batches, one padded
+  slots = downstream.make_encoder(models_lib.build(config), batch_size=2)(params, images)  # 2 batches, one padded
   assert slots.shape == (3, config.model.max_steps, 1 + 3 + config.model.z_what_size)
   np.testing.assert_array_equal(slots[..., 0], 1.0)
   assert np.all(np.diff(slots[..., 2], axis=1) >= 0)  # x increases along the slots
@@ -172,7 +172,7 @@ def test_encoder_gives_sorted_slot_features_of_air():
 def slots_by_hand(config, params, images):
   """slot_features' docstring applied to AIR.apply(use_mode=True), in numpy: per image, [z_pres,
   z_where, z_what] of the present steps ordered by z_where's x (stable), then zeros."""
-  out = scenes.air_for(config).apply({'params': params}, images.astype(np.float32) / 255.0, use_mode=True)
+  out = models_lib.build(config).core.apply({'params': params}, images.astype(np.float32) / 255.0, use_mode=True)
   z_pres, z_where, z_what = (np.asarray(a) for a in (out.z_pres, out.objects['z_where'], out.objects['z_what']))
   slots = np.zeros(z_pres.shape + (1 + 3 + z_what.shape[-1],), np.float32)
   for b in range(len(images)):
@@ -190,9 +190,9 @@ def test_encoder_of_a_trained_air_gives_the_slots_of_its_modes(smoke_run, scene_
   workdir, _, _, config = smoke_run
   assert not steps.uses_ema(config)
   params = helpers.restore_train_state(workdir, config).params['model']
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(evaluation.restore_model_params(workdir, config)), params)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(evaluation.restore_model_params(workdir, models_lib.build(config))), params)
   images = scene_batch['image'][:5]
-  slots = downstream.make_encoder(config, batch_size=4)(params, images)  # a full and a padded batch
+  slots = downstream.make_encoder(models_lib.build(config), batch_size=4)(params, images)  # a full and a padded batch
   expected = slots_by_hand(config, params, images)
   present = expected[..., 0] > 0
   assert present.any() and not present.all()  # some slots present (sorted), some absent (zeroed)

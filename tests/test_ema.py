@@ -9,6 +9,7 @@ from air_jax import steps
 from air_jax import checkpoints
 from air_jax import parallel
 from air_jax import train
+from air_jax import models as models_lib
 from tests import helpers
 
 
@@ -23,8 +24,8 @@ def test_ema_update_math():
 @pytest.fixture(scope='module')
 def ema_step_and_state():
   config = helpers.smoke_config('', ema_decay=0.5)
-  init = parallel.replicated_init(lambda key: steps.init_state(config, key), parallel.make_mesh())
-  return config, steps.make_train_step(config), init
+  init = parallel.replicated_init(lambda key: steps.init_state(models_lib.build(config), key), parallel.make_mesh())
+  return config, steps.make_train_step(models_lib.build(config)), init
 
 
 def test_train_step_updates_the_average_and_skipped_steps_keep_it(ema_step_and_state, scene_batch):
@@ -50,13 +51,13 @@ def test_restore_model_params_returns_the_average(tmp_path, mnist_dir):
   config = helpers.smoke_config(mnist_dir, ema_decay=0.5, num_train_steps=2, checkpoint_every_steps=2,
                                 eval_every_steps=2, log_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
-  target = jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0)))
+  target = jax.eval_shape(lambda: steps.init_state(models_lib.build(config), jax.random.key(0)))
   saved = checkpoints.Checkpointer(tmp_path, create=False).restore(target)
-  restored = evaluation.restore_model_params(tmp_path, config)
+  restored = evaluation.restore_model_params(tmp_path, models_lib.build(config))
   jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(saved.ema_params))
   without = config.copy_and_resolve_references()
   without.ema_decay = 0.0  # the same run read as one without an average: its latest parameters
-  jax.tree.map(np.testing.assert_array_equal, evaluation.restore_model_params(tmp_path, without),
+  jax.tree.map(np.testing.assert_array_equal, evaluation.restore_model_params(tmp_path, models_lib.build(without)),
                jax.device_get(saved.params['model']))
 
 
@@ -65,7 +66,7 @@ def test_average_of_a_run_without_one_is_a_clear_error(smoke_run):
   with_ema = config.copy_and_resolve_references()
   with_ema.ema_decay = 0.5
   with pytest.raises(checkpoints.CheckpointError, match='has no ema_params'):
-    evaluation.restore_model_params(workdir, with_ema)
+    evaluation.restore_model_params(workdir, models_lib.build(with_ema))
 
 
 def test_checkpoint_from_before_the_average_existed_restores(tmp_path, init_smoke):
@@ -77,7 +78,7 @@ def test_checkpoint_from_before_the_average_existed_restores(tmp_path, init_smok
   checkpointer.manager.save(7, args=ocp.args.StandardSave(fields))
   checkpointer.close()
   config = helpers.smoke_config('')
-  target = jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0)))
+  target = jax.eval_shape(lambda: steps.init_state(models_lib.build(config), jax.random.key(0)))
   restored = checkpoints.Checkpointer(tmp_path, create=False).restore(target)
   assert restored.ema_params == {}
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), state.params)
@@ -87,9 +88,32 @@ def test_eager_state_with_an_average_survives_the_donating_step(scene_batch):
   """init_state's average is a copy of the parameters, not the same buffers: the train step
   donates the state, and one buffer donated as both crashed the process (3D tests, session 19)."""
   config = helpers.smoke_config('', ema_decay=0.5)
-  state = steps.init_state(config, jax.random.key(0))
+  state = steps.init_state(models_lib.build(config), jax.random.key(0))
   pointers = lambda tree: {leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(tree)}
   assert not pointers(state.params['model']) & pointers(state.ema_params)
-  state, _ = steps.make_train_step(config)(state, scene_batch['image'][:8], scene_batch['count'][:8],
+  state, _ = steps.make_train_step(models_lib.build(config))(state, scene_batch['image'][:8], scene_batch['count'][:8],
                                            jax.random.key(1))
   assert int(state.step) == 1
+
+
+def test_resumed_run_keeps_the_checkpoints_average(tmp_path, mnist_dir):
+  """A run with the average on, killed after its step-2 checkpoint and resumed, ends with the same
+  average (and parameters) as an uninterrupted run, bitwise: the resumed run restores the
+  checkpoint's average instead of keeping its fresh initial copy."""
+  config = helpers.smoke_config(mnist_dir, ema_decay=0.9, num_train_steps=4, checkpoint_every_steps=2,
+                                eval_every_steps=2, log_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path / 'whole'), log=lambda line: None)
+  first_half = config.copy_and_resolve_references()
+  first_half.num_train_steps = 2
+  train.train_and_evaluate(first_half, str(tmp_path / 'resumed'), log=lambda line: None)
+  lines = []
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'), log=lines.append)
+  assert 'resumed from the checkpoint at step 2' in lines
+  target = jax.eval_shape(lambda: steps.init_state(models_lib.build(config), jax.random.key(0)))
+  whole, resumed = (checkpoints.Checkpointer(tmp_path / name, create=False).restore(target)
+                    for name in ('whole', 'resumed'))
+  assert int(resumed.step) == 4
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.ema_params), jax.device_get(whole.ema_params))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.params), jax.device_get(whole.params))
+  fresh = jax.device_get(steps.init_state(models_lib.build(config), jax.random.split(jax.random.key(config.seed), 3)[0]))
+  assert not np.array_equal(jax.device_get(resumed.ema_params)['image_kernel'], fresh.ema_params['image_kernel'])

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax import scenes
 from air_jax import loss as loss_lib
 from air_jax import modules
 from air_jax import objectives
+from air_jax import models as models_lib
 from tests import helpers
 
 SIZE, BATCH, STEPS, KEYS = 16, 4, 2, 1024
@@ -83,7 +83,7 @@ def exact_expected_elbo(config, model_params, images):
   # never on the logit itself.
   forced_config = config.copy_and_resolve_references()
   forced_config.model.z_pres_logit_bias, forced_config.model.z_pres_logit_bound = 1e3, 0.0
-  forced = scenes.air_for(forced_config).apply({'params': model_params}, images, use_mode=True)
+  forced = models_lib.build(forced_config).core.apply({'params': model_params}, images, use_mode=True)
   head = modules.PresWhereHead(cfg.predictor_hidden, cfg.z_pres_logit_bias,
                                logit_bound=cfg.z_pres_logit_bound)
   logits = jnp.stack([head.apply({'params': model_params['step']['pres_where']}, forced.hidden[:, i])[0]
@@ -110,7 +110,8 @@ def build_toy():
   logit column, the exact-side logits)."""
   config = toy_config()
   images = toy_images()
-  air, baseline = loss_lib.build_models(config)
+  models = models_lib.build(config)
+  air, baseline = models.core, models.baseline
   model_params = jax.jit(air.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
   model_params = with_floor_scales(model_params)
   hidden = jnp.zeros((1, STEPS, config.model.lstm_size))
@@ -118,7 +119,7 @@ def build_toy():
   params = {'model': model_params,
             'baseline': jax.jit(baseline.init)(jax.random.key(2), features, hidden)['params']}
   # Running statistics as the train step would hold them after 20 batches.
-  loss_fn = jax.jit(loss_lib.make_loss_fn(config))
+  loss_fn = jax.jit(loss_lib.make_loss_fn(models_lib.build(config)))
   stats = objectives.SignalStats.zeros(STEPS)
   for k in range(20):
     stats = loss_fn(params, stats, images, jax.random.key(100 + k), jnp.float32(PRIOR))[1]['stats']
@@ -154,7 +155,7 @@ def estimator_samples(config, params, stats, images, variants=None, keys=KEYS):
       try:
         for attr, replacement in replacements.items():
           setattr(objectives, attr, replacement)  # read by make_loss_fn while it is traced
-        loss_fn = loss_lib.make_loss_fn(config)
+        loss_fn = loss_lib.make_loss_fn(models_lib.build(config))
         grads = jax.grad(lambda p: loss_fn(p, stats, images, key, jnp.float32(PRIOR))[0])(params)
       finally:
         for attr, original in originals.items():
@@ -180,7 +181,7 @@ def test_toy_is_what_the_exact_gradient_assumes(toy):
   """The sampled forward pass sees the exact side's step-1 logits, its continuous latents sit at
   their means, and the discrete part matters: the exact gradient is not just the KL's."""
   config, params, _, images, exact, logits = toy
-  forward = jax.jit(lambda p, x, key: scenes.air_for(config).apply({'params': p}, x, rngs={'sample': key}))
+  forward = jax.jit(lambda p, x, key: models_lib.build(config).core.apply({'params': p}, x, rngs={'sample': key}))
   out = forward(params['model'], images, jax.random.key(5))
   np.testing.assert_allclose(out.z_pres_logits[:, 0], logits[:, 0], atol=1e-5)
   assert float(jnp.abs(out.objects['z_where'] - out.objects['z_where_loc']).max()) < 1e-3

@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from air_jax import scenes
 from air_jax import steps
 from air_jax import glimpse
 from air_jax import infer
+from air_jax import models as models_lib
 from tests import helpers
 
 N = 5
@@ -72,7 +72,7 @@ def test_uint8_images(uint8_result, smoke_run):
 
 def modes(config, params, images):
   """What infer must give: AIR's forward pass with q's modes (use_mode=True), by hand."""
-  out = scenes.air_for(config).apply({'params': params}, images.astype(np.float32) / 255.0, use_mode=True)
+  out = models_lib.build(config).core.apply({'params': params}, images.astype(np.float32) / 255.0, use_mode=True)
   size = config.data.canvas_size
   return dict(count=np.asarray(out.z_pres).sum(-1), z_pres_prob=np.asarray(jax.nn.sigmoid(out.z_pres_logits)),
               z_where=np.asarray(out.objects['z_where']), z_what=np.asarray(out.objects['z_what']),
@@ -95,7 +95,7 @@ def test_latents_are_the_modes_of_the_latest_checkpoint(uint8_result, smoke_run,
   for k in ('z_pres_prob', 'z_where', 'z_what', 'boxes', 'reconstruction_mse'):
     np.testing.assert_allclose(out[k], expected[k], rtol=1e-5, atol=1e-5, err_msg=k)
   earlier = modes(config, helpers.restore_train_state(workdir, config, step=2).params['model'], images)
-  fresh = modes(config, jax.jit(lambda: steps.init_state(config, jax.random.key(123)))().params['model'], images)
+  fresh = modes(config, jax.jit(lambda: steps.init_state(models_lib.build(config), jax.random.key(123)))().params['model'], images)
   for other in (earlier, fresh):
     assert not np.allclose(out['z_where'], other['z_where'], rtol=1e-5, atol=1e-3)
     assert not np.allclose(out['z_what'], other['z_what'], rtol=1e-5, atol=1e-3)

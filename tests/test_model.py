@@ -5,18 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax import scenes
+from air_jax import models as models_lib
 from tests import helpers
 
 B = 8
 
 
 def make_forward(difference_input=False, z_pres_logit_bias=0.0):
-  """jit (params, images, key) -> AIROutput; logit bias 0 so both z_pres values occur often."""
+  """jit (params, images, key) -> CoreOutput; logit bias 0 so both z_pres values occur often."""
   config = helpers.smoke_config('')
   config.model.difference_input = difference_input
   config.model.z_pres_logit_bias = z_pres_logit_bias
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   return config, jax.jit(lambda params, images, key: air.apply({'params': params}, images,
                                                                rngs={'sample': key}))
 
@@ -73,7 +73,7 @@ def test_union_canvas_is_one_minus_product_of_complements(setup):
   config, _, params, images, _ = setup
   config = config.copy_and_resolve_references()
   config.model.composition = 'union'
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   overlapped = False
   for k in range(4):
     out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(k)})
@@ -92,7 +92,7 @@ def test_unknown_composition_is_refused():
   config = helpers.smoke_config('')
   config.model.composition = 'max'
   with pytest.raises(ValueError, match='composition'):
-    scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+    models_lib.build(config).core.init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                      jnp.zeros((2, 50, 50)))
 
 
@@ -117,7 +117,7 @@ def test_image_features(setup):
 
 def test_modes(setup):
   config, _, params, images, _ = setup
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   out = jax.jit(lambda p, x: air.apply({'params': p}, x, use_mode=True))(params, images)
   expected = np.cumprod(np.asarray(out.z_pres_logits) > 0, axis=1)
   np.testing.assert_array_equal(out.z_pres, expected)
@@ -152,7 +152,7 @@ def test_memoryless_dair_step_depends_only_on_the_residual(scene_batch):
   config = helpers.smoke_config('')
   config.model.difference_input = True
   config.model.memoryless = True
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   images = jnp.asarray(scene_batch['image'][:B], jnp.float32) / 255.0
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
   assert 'recurrent_gates' not in params['step'] and 'latent_gates' not in params['step']
@@ -171,7 +171,7 @@ def test_memoryless_needs_dair():
   config = helpers.smoke_config('')
   config.model.memoryless = True
   with pytest.raises(ValueError, match='difference_input'):
-    scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+    models_lib.build(config).core.init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                      jnp.zeros((2, 50, 50)))
 
 
@@ -182,7 +182,7 @@ def test_z_pres_logit_bound_keeps_q_away_from_0_and_1(setup):
   for bound in (0.0, 2.0):
     config, forward = make_forward(z_pres_logit_bias=50.0)
     config.model.z_pres_logit_bound = bound
-    air = scenes.air_for(config)
+    air = models_lib.build(config).core
     out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(0)})
     logits = np.asarray(out.z_pres_logits)
     if bound:
@@ -198,7 +198,7 @@ def many_samples(setup):
   config, _, params, images, _ = setup
   config = config.copy_and_resolve_references()
   config.model.z_pres_logit_bias = 1.0
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
 
   def latents(key):
     out = air.apply({'params': params}, images, rngs={'sample': key})
@@ -278,7 +278,7 @@ def test_convolutional_image_encoder(scene_batch):
   config = helpers.smoke_config('')
   config.model.image_conv_features = (4, 6)
   config.model.difference_input = config.model.memoryless = True
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   images = jnp.asarray(scene_batch['image'][:B], jnp.float32) / 255.0
   variables = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)
   params = variables['params']
@@ -300,5 +300,5 @@ def test_bad_image_conv_features_are_refused():
   config = helpers.smoke_config('')
   config.model.image_conv_features = (4, 0)
   with pytest.raises(ValueError, match='image_conv_features must be a tuple of positive ints'):
-    scenes.air_for(config).init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
+    models_lib.build(config).core.init({'params': jax.random.key(0), 'sample': jax.random.key(1)},
                                 jnp.zeros((2, 50, 50)))

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax import scenes
 from air_jax import modules
+from air_jax import models as models_lib
 from tests import helpers
 
 
@@ -87,7 +87,7 @@ def test_bfloat16_model_has_the_float32_parameter_tree():
   for dtype in ('float32', 'bfloat16'):
     config = helpers.smoke_config('')
     config.model.matmul_dtype = dtype
-    trees[dtype] = jax.eval_shape(scenes.air_for(config).init,
+    trees[dtype] = jax.eval_shape(models_lib.build(config).core.init,
                                   {'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)
   assert jax.tree.structure(trees['float32']) == jax.tree.structure(trees['bfloat16'])
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype == jnp.float32,
@@ -95,7 +95,7 @@ def test_bfloat16_model_has_the_float32_parameter_tree():
 
   config = helpers.smoke_config('')
   config.model.matmul_dtype = 'bfloat16'
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params']
   loss = lambda params: jnp.sum(air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)}).canvas)
   grads = jax.grad(loss)(params)

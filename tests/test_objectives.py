@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from air_jax.configs import default
+from air_jax.configs import multi_mnist as multi_mnist_config
 from air_jax.scenes import multi_mnist
 from air_jax import objectives
-from air_jax.model import AIROutput
+from air_jax.cores import CoreOutput
 
 
 def sigmoid(x):
@@ -77,14 +77,14 @@ class TestBernoulli:
 
 
 def hand_output(seed=0):
-  """AIROutput for B=3 images, N=3 steps, D=2: counts 2, 1 and 0 (all 3 present for none)."""
+  """CoreOutput for B=3 images, N=3 steps, D=2: counts 2, 1 and 0 (all 3 present for none)."""
   rng = np.random.default_rng(seed)
   b, n, d, h, w = 3, 3, 2, 4, 5
   z_pres = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32)
   active = np.concatenate([np.ones((b, 1), np.float32), z_pres[:, :-1]], axis=1)
   f32 = lambda *shape, low=-1.0, high=1.0: rng.uniform(low, high, size=shape).astype(np.float32)
   objects = f32(b, n, h, w, low=0.0)
-  out = AIROutput(
+  out = CoreOutput(
       z_pres_logits=f32(b, n, low=-3, high=3), z_pres=z_pres, active=active,
       objects=dict(z_where_loc=f32(b, n, 3), z_where_scale=f32(b, n, 3, low=0.1, high=1.5),
                    z_where=f32(b, n, 3), z_what_loc=f32(b, n, d),
@@ -101,7 +101,7 @@ WHERE_PRIOR = dict(z_where_prior_loc=(0.1, 0.0, -0.2), z_where_prior_scale=(0.5,
 def terms_of(out, images, **options):
   """objectives.elbo_terms with the 2D scene kind's object KLs under WHERE_PRIOR (options: e.g.
   likelihood_blur)."""
-  config = default.get_config()
+  config = multi_mnist_config.get_config()
   config.objective.update(WHERE_PRIOR)
   return objectives.elbo_terms(out, images, **PRIOR, object_kls=multi_mnist.Scene(config).object_kls(out),
                                **options)

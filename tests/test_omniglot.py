@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from air_jax import scenes
+from air_jax import models as models_lib
 from air_jax.configs import omniglot as omniglot_config
 from air_jax.data import omniglot
 from tests import helpers
@@ -97,7 +97,7 @@ def test_bad_archives_are_one_clear_error(tmp_path):
 
 
 def test_the_shipped_sample_is_the_default_and_held_out_alphabets_are_new():
-  train, held_out = (scenes.scene_of(omniglot_config.get_config()).scenes(split) for split in ('train', 'test'))
+  train, held_out = (models_lib.build(omniglot_config.get_config()).scene.scenes(split) for split in ('train', 'test'))
   everything = omniglot.Omniglot(omniglot.archive_path('', omniglot.SAMPLE_EVAL))
   assert set(everything.alphabets) & set(train.alphabets) == {'Greek', 'Latin'}  # the samples share two
   assert (len(train), len(everything), len(held_out)) == (2720, 3120, 2120)

@@ -92,7 +92,7 @@ def built(tmp_path_factory):
 def test_build_holds_the_package_the_experiments_and_the_commands(built):
   lib, entry_points = built
   names = {p.relative_to(lib).as_posix() for p in lib.rglob('*.py')}
-  for module in ('air_jax/cli.py', 'air_jax/visualize.py', 'air_jax/infer.py', 'air_jax/configs/default.py',
+  for module in ('air_jax/cli.py', 'air_jax/visualize.py', 'air_jax/infer.py', 'air_jax/configs/multi_mnist.py',
                  'air_jax/data/tfds_builder.py'):
     assert module in names
   for script in (helpers.REPO / 'experiments').glob('*.py'):
@@ -115,4 +115,4 @@ def test_installed_layout_runs_an_experiment_command(built, tmp_path):
   assert process.returncode in (0, 1) and 'Traceback' not in process.stderr, process.stderr
   text = ''.join(process.stdout.split())  # absl wraps long lines
   assert f"{lib / 'air_jax' / 'experiments' / 'train.py'}:" in text  # its flags' section
-  assert f"(default:'{lib / 'air_jax' / 'configs' / 'default.py'}')" in text  # --config
+  assert f"(default:'{lib / 'air_jax' / 'configs' / 'multi_mnist.py'}')" in text  # --config

@@ -10,6 +10,7 @@ from air_jax import steps
 from air_jax import checkpoints
 from air_jax import parallel
 from air_jax import train
+from air_jax import models as models_lib
 from tests import helpers
 
 
@@ -38,8 +39,8 @@ def test_sharded_step_equals_single_device_step(meshes, config, scene_batch):
   key = jax.random.key(3)
   results = []
   for mesh in meshes:
-    state = steps.create_train_state(config, jax.random.key(0), mesh)
-    step = steps.make_train_step(config, mesh)
+    state = steps.create_train_state(models_lib.build(config), jax.random.key(0), mesh)
+    step = steps.make_train_step(models_lib.build(config), mesh)
     batch = parallel.put_batch({'image': images, 'count': counts}, mesh)
     for _ in range(2):
       state, metrics = step(state, batch['image'], batch['count'], key)
@@ -58,9 +59,9 @@ def test_sharded_gradients_equal_single_device_gradients(meshes, config, scene_b
   """Same loss and gradients: the compiler's all-reduce sums exactly what one device would."""
   images, _ = batch_of(scene_batch)
   images = images.astype(np.float32) / 255
-  params = jax.jit(lambda k: steps.init_state(config, k))(jax.random.key(0)).params
+  params = jax.jit(lambda k: steps.init_state(models_lib.build(config), k))(jax.random.key(0)).params
   stats = objectives.SignalStats.zeros(config.model.max_steps)
-  grad_fn = jax.grad(loss_lib.make_loss_fn(config), has_aux=True)
+  grad_fn = jax.grad(loss_lib.make_loss_fn(models_lib.build(config)), has_aux=True)
   outputs = []
   for mesh in meshes:
     data, same = parallel.batch_sharding(mesh), parallel.replicated(mesh)
@@ -79,10 +80,10 @@ def test_sharded_gradients_equal_single_device_gradients(meshes, config, scene_b
 
 def test_state_stays_replicated_and_step_compiles_once(meshes, config, scene_batch):
   mesh = meshes[1]
-  state = steps.create_train_state(config, jax.random.key(0), mesh)
+  state = steps.create_train_state(models_lib.build(config), jax.random.key(0), mesh)
   for leaf in jax.tree.leaves(state):
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
-  step = steps.make_train_step(config, mesh)
+  step = steps.make_train_step(models_lib.build(config), mesh)
   for offset in range(3):  # different images and counts each call
     images, counts = scene_batch['image'][offset:offset + 8], scene_batch['count'][offset:offset + 8]
     batch = parallel.put_batch({'image': images, 'count': counts}, mesh)
@@ -103,16 +104,16 @@ def test_batch_must_divide_over_devices(meshes):
 def test_checkpoint_moves_between_meshes(tmp_path, meshes, config, scene_batch, save_on, restore_on):
   images, counts = batch_of(scene_batch)
   mesh = meshes[save_on]
-  state = steps.create_train_state(config, jax.random.key(0), mesh)
+  state = steps.create_train_state(models_lib.build(config), jax.random.key(0), mesh)
   batch = parallel.put_batch({'image': images, 'count': counts}, mesh)
-  state, _ = steps.make_train_step(config, mesh)(state, batch['image'], batch['count'], jax.random.key(1))
+  state, _ = steps.make_train_step(models_lib.build(config), mesh)(state, batch['image'], batch['count'], jax.random.key(1))
   saved = jax.device_get(state)
   writer = checkpoints.Checkpointer(tmp_path)
   writer.save(1, state)
   writer.close()
 
   target_mesh = meshes[restore_on]
-  target = steps.create_train_state(config, jax.random.key(9), target_mesh)
+  target = steps.create_train_state(models_lib.build(config), jax.random.key(9), target_mesh)
   restored = checkpoints.Checkpointer(tmp_path).restore(target)
   assert int(restored.step) == 1
   assert_trees_close(saved, restored, rtol=0, atol=0)
@@ -122,7 +123,7 @@ def test_checkpoint_moves_between_meshes(tmp_path, meshes, config, scene_batch, 
 
 def test_global_batch_size(meshes, config):
   config = config.copy_and_resolve_references()
-  assert train.global_batch_size(config, meshes[1]) == config.batch_size
+  assert train.resolved(config, meshes[1]).batch_size == config.batch_size
   config.per_device_batch_size = 3
-  assert train.global_batch_size(config, meshes[1]) == 12
-  assert train.global_batch_size(config, meshes[0]) == 3
+  assert train.resolved(config, meshes[1]).batch_size == 12
+  assert train.resolved(config, meshes[0]).batch_size == 3

@@ -16,13 +16,14 @@ from air_jax import steps
 from air_jax import checkpoints
 from air_jax import metrics as metrics_lib
 from air_jax import train
+from air_jax import models as models_lib
 from tests import helpers
 
 TRAIN = str(helpers.REPO / 'experiments' / 'train.py')
 
 
 def run_train(workdir, mnist_dir, *extra, **popen):
-  args = [sys.executable, TRAIN, f'--workdir={workdir}', '--config=' + str(helpers.REPO / 'air_jax/configs/default.py') + ':smoke',
+  args = [sys.executable, TRAIN, f'--workdir={workdir}', '--config=' + str(helpers.REPO / 'air_jax/configs/multi_mnist.py') + ':smoke',
           f'--config.data.data_dir={mnist_dir}', *extra]
   if popen:
     return subprocess.Popen(args, env=helpers.subprocess_env(), **popen)
@@ -32,7 +33,7 @@ def run_train(workdir, mnist_dir, *extra, **popen):
 # ---- non-finite steps ------------------------------------------------------------------------------
 
 def test_nonfinite_step_changes_nothing_but_counters(init_smoke, scene_batch):
-  step = steps.make_train_step(helpers.smoke_config(''))
+  step = steps.make_train_step(models_lib.build(helpers.smoke_config('')))
   images, counts = scene_batch['image'][:8], scene_batch['count'][:8]
   clean = jax.device_get(init_smoke(jax.random.key(0)))  # host copy: the step donates its input
   params = jax.tree.map(np.copy, clean.params)
@@ -65,7 +66,7 @@ def test_run_stops_after_nonfinite_steps_in_a_row(tmp_path, mnist_dir):
   assert 'latest checkpoint (step 2)' in str(error.value)
   assert any('skipped so far' in line for line in lines)
   saved = helpers.restore_train_state(tmp_path / 'w', config)
-  fresh = jax.device_get(jax.jit(lambda: steps.init_state(config, jax.random.split(jax.random.key(config.seed), 3)[0]))())
+  fresh = jax.device_get(jax.jit(lambda: steps.init_state(models_lib.build(config), jax.random.split(jax.random.key(config.seed), 3)[0]))())
   jax.tree.map(np.testing.assert_array_equal, saved.params, fresh.params)
   assert int(saved.step) == 2 and int(saved.nonfinite_steps) == 2
 
@@ -75,7 +76,7 @@ def test_launcher_keeps_compiled_programs_beside_the_data(tmp_path):
   helpers.write_fake_mnist(tmp_path / 'data')
   env = {k: v for k, v in helpers.subprocess_env().items() if k != 'JAX_COMPILATION_CACHE_DIR'}
   env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'  # the smoke programs compile fast
-  args = [sys.executable, TRAIN, f'--workdir={tmp_path / "w"}', '--config=' + str(helpers.REPO / 'air_jax/configs/default.py') + ':smoke',
+  args = [sys.executable, TRAIN, f'--workdir={tmp_path / "w"}', '--config=' + str(helpers.REPO / 'air_jax/configs/multi_mnist.py') + ':smoke',
           f'--config.data.data_dir={tmp_path / "data"}', '--config.num_train_steps=2']
   done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
@@ -150,7 +151,7 @@ def test_corrupt_checkpoint_names_itself(saved_run):
   (workdir / 'checkpoints' / '2' / 'default' / '_METADATA').write_text('{not json')
   with pytest.raises(checkpoints.CheckpointError, match=r'checkpoints/2 cannot be read'):
     checkpoints.Checkpointer(workdir, create=False).restore(
-        jax.eval_shape(lambda: steps.init_state(config, jax.random.key(0))), step=2)
+        jax.eval_shape(lambda: steps.init_state(models_lib.build(config), jax.random.key(0))), step=2)
 
 
 def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
@@ -161,8 +162,8 @@ def test_checkpoint_of_another_model_names_the_mismatch(saved_run):
                      match=r'does not fit this model.*params/model/image_bias: stored \(64,\), expected \(128,\)'):
     helpers.restore_train_state(workdir, other)
   with pytest.raises(checkpoints.CheckpointError, match=r'does not fit this model.*image_kernel: stored \(2500, 64\)'):
-    evaluation.restore_model_params(workdir, other)  # the params-only restore used by inference
-  assert evaluation.restore_model_params(workdir, config)['image_kernel'].shape == (2500, 64)
+    evaluation.restore_model_params(workdir, models_lib.build(other))  # the params-only restore used by inference
+  assert evaluation.restore_model_params(workdir, models_lib.build(config))['image_kernel'].shape == (2500, 64)
 
 
 def test_resume_with_another_config_is_refused_and_writes_nothing(saved_run):

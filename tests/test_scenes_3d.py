@@ -12,12 +12,11 @@ import pytest
 from air_jax import glimpse
 from air_jax import infer
 from air_jax import loss as loss_lib
-from air_jax import scenes
 from air_jax import steps
 from air_jax import train
-from air_jax.configs import checks
 from air_jax.configs import shapes_3d as shapes_3d_config
 from air_jax.data import shapes_3d
+from air_jax import models as models_lib
 
 
 def smoke_config(data_dir, **model):
@@ -59,12 +58,12 @@ def test_smoke_run_trains_evaluates_and_checkpoints(run_3d):
 def test_infer_reads_a_3d_workdir(run_3d, tmp_path):
   """air_jax.infer on the 3D workdir returns what AIR.apply with q's modes gives."""
   workdir, _, _, config = run_3d
-  scenes_ = scenes.scene_of(config).scenes('test').__getitems__(range(5))
+  scenes_ = models_lib.build(config).scene.scenes('test').__getitems__(range(5))
   np.savez(tmp_path / 'in.npz', images=scenes_['image'])
   result = infer.run(workdir, tmp_path / 'in.npz', tmp_path / 'out.npz', batch_size=8)
   config = infer.load_config(workdir)
-  params = infer.load_params(workdir, config)
-  out = scenes.air_for(config).apply({'params': params}, scenes_['image'].astype(np.float32) / 255.0, use_mode=True)
+  params = infer.load_params(workdir, models_lib.build(config))
+  out = models_lib.build(config).core.apply({'params': params}, scenes_['image'].astype(np.float32) / 255.0, use_mode=True)
   np.testing.assert_array_equal(result['count'], np.asarray(out.z_pres.sum(-1)).astype(int))
   np.testing.assert_array_equal(result['identity'], out.objects['identity'])
   scale = config.objective.position_prior_scale
@@ -79,9 +78,9 @@ def test_infer_reads_a_3d_workdir(run_3d, tmp_path):
 def test_the_render_is_of_the_present_objects_only():
   """The model's canvas is MuJoCo's render of its present objects' identities and poses."""
   config = smoke_config('', z_pres_logit_bias=0.0)  # some steps present, some not
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
   ids = np.asarray(out.objects['identity'])
@@ -95,9 +94,9 @@ def test_rotation_is_the_sampled_shapes_own_and_its_kl_is_averaged_over_q_identi
   sampled shape (q's modes: the argmax shape's means); the pose KL is
   KL(q(z0, z1) || N(0, I)) + sum_k q(k) KL(q(u | k) || N(0, I))."""
   config = smoke_config('', z_pres_logit_bias=0.0)
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   kl = lambda loc, scale: (0.5 * (np.square(loc) + np.square(scale) - 1) - np.log(scale)).sum(-1)
   for use_mode in (False, True):
@@ -122,9 +121,9 @@ def test_rotation_is_the_sampled_shapes_own_and_its_kl_is_averaged_over_q_identi
 
 def test_dair_reads_the_image_minus_the_render_of_the_steps_before():
   config = smoke_config('', difference_input=True)
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   out, state = air.apply({'params': params}, images, rngs={'sample': jax.random.key(3)},
                          mutable='intermediates')
@@ -142,9 +141,9 @@ def test_one_train_step_moves_the_pose_head_by_finite_differences(tmp_path):
   config = smoke_config(tmp_path)
   config.batch_size = 8
   config.objective.z_pres_freeze_steps = config.objective.discrete_freeze_steps = 0  # every column moves
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   batch = scene.scenes('train').__getitems__(range(8))
-  state = steps.init_state(config, jax.random.key(0))
+  state = steps.init_state(models_lib.build(config), jax.random.key(0))
   layers = {'position': ('position_head', 'MLP_0', 'Dense_1'), 'identity': ('shape_encoder', 'identity'),
             'rotation': ('shape_encoder', 'rotation')}
 
@@ -155,7 +154,7 @@ def test_one_train_step_moves_the_pose_head_by_finite_differences(tmp_path):
 
   heads = tuple(layers)
   before = {head: last_kernel(state.params, head) for head in heads}
-  state, metrics = steps.make_train_step(config)(state, batch['image'], batch['count'], jax.random.key(1))
+  state, metrics = steps.make_train_step(models_lib.build(config))(state, batch['image'], batch['count'], jax.random.key(1))
   for head in heads:
     moved = np.abs(last_kernel(state.params, head) - before[head]).max(0)
     assert np.all(moved > 0), (head, moved)
@@ -166,10 +165,10 @@ def test_a_frozen_identity_gets_no_gradient_and_the_loss_is_the_same():
   """learn_discrete False (objective.discrete_freeze_steps): the identity logits' columns of the
   shape encoder get exactly no gradient (neither REINFORCE nor the KLs), the pose's still do."""
   config = smoke_config('')
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  state = steps.init_state(config, jax.random.key(0))
-  loss_fn = loss_lib.make_loss_fn(config)
+  state = steps.init_state(models_lib.build(config), jax.random.key(0))
+  loss_fn = loss_lib.make_loss_fn(models_lib.build(config))
   kernel = lambda g, layer: np.abs(np.asarray(g['model']['step']['shape_encoder'][layer]['dense']['kernel'])).max(0)
   results = {}
   for learn in (True, False):
@@ -186,7 +185,7 @@ def test_overlap_is_the_soft_exclusion_of_intersecting_objects():
   objects as far apart as the world puts them, largest for one on top of another, and only the
   earlier present objects count."""
   config = smoke_config('')
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   s, r, c = config.objective.position_prior_scale, scene.world.footprint_radius, config.objective.overlap_penalty
   position = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.6], [0.0, 0.0]])  # metres
   pose = np.concatenate([position / s, np.ones((4, 2))], -1)[None].astype(np.float32)
@@ -203,7 +202,7 @@ def test_off_floor_is_the_soft_exclusion_of_centres_past_the_floor():
   """off_floor_i = c_f sum_{x, y} relu(|a| - e)^2 / (2r)^2 in metres: zero anywhere on the floor
   (its edge included), c_f a footprint's diameter past an edge, each axis counted."""
   config = smoke_config('')
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   s, e, r = config.objective.position_prior_scale, scene.world.floor_extent, scene.world.footprint_radius
   c = config.objective.off_floor_penalty
   position = np.array([[0.0, 0.0], [e, -e], [-e - 2 * r, 0.0], [e + r, e + 2 * r]])  # metres
@@ -225,11 +224,11 @@ def test_bad_3d_settings_are_refused():
     config = smoke_config('')
     config.objective[field] = value
     with pytest.raises(ValueError, match=fragment):
-      checks.validate_config(config)
+      models_lib.build(config)
   config = smoke_config('')
   config.data.train_counts = (0, 5)
   with pytest.raises(ValueError, match='max_steps'):
-    checks.validate_config(config)
+    models_lib.build(config)
 
 
 def test_the_glimpse_is_centred_on_the_object_at_its_position():
@@ -239,7 +238,7 @@ def test_the_glimpse_is_centred_on_the_object_at_its_position():
   config = smoke_config('')
   config.data.train_counts = (1,)
   config.model.glimpse_size = 12
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   batch = scene.scenes('train').__getitems__(range(8))
   images = jax.numpy.asarray(batch['image'], np.float32) / 255.0
   floor = float(np.median(batch['image'])) / 255.0
@@ -259,12 +258,12 @@ def test_the_glimpse_is_centred_on_the_object_at_its_position():
 
 
 def sampled_scene(discrete_gradient: str):
-  """(smoke config with that discrete_gradient, its scene, 4 training images, a sampled AIROutput)."""
+  """(smoke config with that discrete_gradient, its scene, 4 training images, a sampled CoreOutput)."""
   config = smoke_config('')
   config.objective.discrete_gradient = discrete_gradient
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
   return config, scene, images, air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
 
@@ -290,8 +289,8 @@ def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
       expected = expected * present[:, i, None, None]  # absent steps: not rendered
       np.testing.assert_allclose(canvases[:, i, shape], expected, atol=1e-6)
   np.testing.assert_array_equal(scene.discrete_log_prob(out), 0.0)
-  state = steps.init_state(config, jax.random.key(0))
-  grads = jax.grad(lambda p: loss_lib.make_loss_fn(config)(p, state.signal_stats, images, jax.random.key(1), 1e-4)[0])(state.params)
+  state = steps.init_state(models_lib.build(config), jax.random.key(0))
+  grads = jax.grad(lambda p: loss_lib.make_loss_fn(models_lib.build(config))(p, state.signal_stats, images, jax.random.key(1), 1e-4)[0])(state.params)
   assert np.abs(np.asarray(grads['model']['step']['shape_encoder']['identity']['dense']['kernel'])).max() > 0
   u, loc, scale = (np.asarray(out.objects[name]) for name in ('rotations', 'rotation_loc', 'rotation_scale'))
   log_ratio = (-0.5 * u ** 2 + 0.5 * ((u - loc) / scale) ** 2 + np.log(scale)).sum(-1)

@@ -7,13 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from air_jax import scenes
+from air_jax import models as models_lib
 from tests import helpers
 
 
 def encoder_inputs(config, images, key):
-  """(AIROutput, per-step encoder input [N, B, H, W]) of one sampled forward pass."""
-  air = scenes.air_for(config)
+  """(CoreOutput, per-step encoder input [N, B, H, W]) of one sampled forward pass."""
+  air = models_lib.build(config).core
   params = air.init({'params': jax.random.key(0), 'sample': key}, images)['params']
   out, state = air.apply({'params': params}, images, rngs={'sample': key}, mutable=['intermediates'])
   (inputs,) = state['intermediates']['step']['encoder_input']

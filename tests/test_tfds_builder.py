@@ -12,6 +12,7 @@ from air_jax.data import mnist
 from air_jax.data import multi_mnist
 from air_jax.data import pipeline
 from air_jax.data import tfds_builder
+from air_jax import models as models_lib
 from tests import helpers
 
 COUNTS, NUM_TRAIN, NUM_TEST, SEED = (0, 1, 2), 16, 8, 3
@@ -171,7 +172,7 @@ def test_main(fake_mnist, tmp_path, capsys):
 
 @pytest.mark.parametrize('flag, fragment', [
     ('--counts=0,x', "--counts must be comma-separated integers like 0,1,2, got '0,x'"),
-    ('--counts=-1', 'counts must be a non-empty set of non-negative integers, got (-1,)'),
+    ('--counts=-1', 'counts must be a non-empty set of counts >= 0, got (-1,)'),
     ('--num_train=abc', "argument --num_train: invalid int value: 'abc'"),
     ('--num_test=0', 'num_train and num_test must be positive, got 60000 and 0'),
     ('--nmu_train=3', 'unrecognized arguments: --nmu_train=3')])
@@ -183,7 +184,6 @@ def test_main_bad_flags(tmp_path, capsys, flag, fragment):
 
 def test_omniglot_characters(tmp_path, capsys):
   """Omniglot's splits as TFDS array_record, read back by name as the scene kind's sources."""
-  from air_jax import scenes  # pylint: disable=g-import-not-at-top
   from air_jax.configs import omniglot as omniglot_config  # pylint: disable=g-import-not-at-top
   from tests import test_omniglot  # pylint: disable=g-import-not-at-top
   members = {}
@@ -206,7 +206,7 @@ def test_omniglot_characters(tmp_path, capsys):
   config = omniglot_config.get_config()
   config.data.archive_dir, config.data.canvas_size = str(tmp_path), 21
   config.data.train_archive, config.data.eval_archive = 'train_part.zip', 'held_out.zip'
-  scene = scenes.scene_of(config)
+  scene = models_lib.build(config).scene
   for split in ('train', 'test'):
     expected = scene.scenes(split)
     assert len(sources[split]) == len(expected)

@@ -11,8 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from air_jax import scenes
-from air_jax.configs import checks
+from air_jax.configs import multi_mnist as multi_mnist_config
 from air_jax import evaluation
 from air_jax import loss as loss_lib
 from air_jax import steps
@@ -22,6 +21,8 @@ from air_jax import objectives
 from air_jax import parallel
 from air_jax import train
 from air_jax.data import pipeline
+from air_jax.data import sources
+from air_jax import models as models_lib
 from tests import helpers
 
 B = 8
@@ -35,7 +36,7 @@ def traced_step():
     return real_jit(chex.assert_max_traces(fun, n=1), **kwargs)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(jax, 'jit', counting_jit)
-    step = steps.make_train_step(helpers.smoke_config(''))
+    step = steps.make_train_step(models_lib.build(helpers.smoke_config('')))
   chex.clear_trace_counter()
   return step
 
@@ -115,8 +116,8 @@ def test_training_learns_to_count():
   config.objective.z_pres_prior_start = 1e-4  # the count prior the seeds below were measured with
   images, counts = squares(64, (0, 1), 24, seed=0)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  train_step, eval_step = steps.make_train_step(config, mesh), steps.make_eval_step(config, mesh)
-  init = parallel.replicated_init(lambda key: steps.init_state(config, key), mesh)  # as the step's output
+  train_step, eval_step = steps.make_train_step(models_lib.build(config), mesh), steps.make_eval_step(models_lib.build(config), mesh)
+  init = parallel.replicated_init(lambda key: steps.init_state(models_lib.build(config), key), mesh)  # as the step's output
   accuracies = []
   for seed in range(3):
     state, rng = init(jax.random.key(seed)), np.random.default_rng(seed)
@@ -181,7 +182,7 @@ def test_learning_rate_decay_to_is_a_cosine_over_the_run():
   np.testing.assert_allclose([rates[0][0], rates[5][0], rates[10][0]], [lr, lr * 0.55, lr * 0.1], rtol=1e-4)
   np.testing.assert_allclose([r[1] for r in rates], config.baseline_learning_rate, rtol=1e-4)
   with pytest.raises(ValueError, match='learning_rate_decay_to'):
-    checks.validate_config(helpers.smoke_config('', learning_rate_decay_to=1.5))
+    models_lib.build(helpers.smoke_config('', learning_rate_decay_to=1.5))
 
 
 def test_eval_step_elbo_is_elbo_terms_of_the_same_sample(init_smoke, scene_batch):
@@ -191,17 +192,17 @@ def test_eval_step_elbo_is_elbo_terms_of_the_same_sample(init_smoke, scene_batch
   params = init_smoke(jax.random.key(0)).params['model']
   images, _ = batch(scene_batch, 1)
   key = jax.random.key(3)
-  result = jax.device_get(steps.make_eval_step(config)(params, images, key))
-  air = scenes.air_for(config)
+  result = jax.device_get(steps.make_eval_step(models_lib.build(config))(params, images, key))
+  air = models_lib.build(config).core
   x = jnp.asarray(images, jnp.float32) / 255.0
   sample = jax.jit(lambda p: air.apply({'params': p}, x, rngs={'sample': key}))(params)
   obj = config.objective
-  kls = scenes.scene_of(config).object_kls(sample)
+  kls = models_lib.build(config).scene.object_kls(sample)
   terms = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
                                 z_pres_prior=obj.z_pres_prior, object_kls=kls)
   np.testing.assert_allclose(result['elbo'], terms.elbo, rtol=1e-5, atol=1e-3)
   # Another key's sample, or the annealing's initial prior, gives another ELBO.
-  other = jax.device_get(steps.make_eval_step(config)(params, images, jax.random.key(4)))
+  other = jax.device_get(steps.make_eval_step(models_lib.build(config))(params, images, jax.random.key(4)))
   assert np.abs(other['elbo'] - result['elbo']).max() > 1.0
   start = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
                                 z_pres_prior=obj.z_pres_prior_start, object_kls=kls)
@@ -222,7 +223,7 @@ def test_train_step_clips_only_the_model_gradients(traced_step, init_smoke, scen
   before = jax.device_get(state)
   t = int(before.step)
   x = jnp.asarray(images, jnp.float32) / 255.0
-  loss_and_grad = jax.jit(jax.value_and_grad(loss_lib.make_loss_fn(config), has_aux=True))
+  loss_and_grad = jax.jit(jax.value_and_grad(loss_lib.make_loss_fn(models_lib.build(config)), has_aux=True))
   grads = loss_and_grad(before.params, before.signal_stats, x, jax.random.fold_in(root, t),
                         steps.z_pres_prior_at(jnp.int32(t), config.objective))[1]
   norms = {name: float(optax.tree.norm(g)) for name, g in grads.items()}
@@ -248,13 +249,14 @@ def test_train_step_clips_only_the_model_gradients(traced_step, init_smoke, scen
 
 
 def test_to_unit_interval():
-  np.testing.assert_allclose(steps.to_unit_interval(jnp.array([0, 51, 255], jnp.uint8)), [0, 0.2, 1])
-  np.testing.assert_allclose(steps.to_unit_interval(jnp.array([0.25])), [0.25])
+  np.testing.assert_allclose(sources.to_unit_interval(jnp.array([0, 51, 255], jnp.uint8)), [0, 0.2, 1])
+  np.testing.assert_allclose(sources.to_unit_interval(jnp.array([0.25])), [0.25])
 
 
 def test_evaluate_pads_and_counts():
   """The last short batch is padded to one compiled shape; padding never reaches the metrics."""
-  from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
+  from air_jax.scenes import multi_mnist as multi_mnist_scene  # pylint: disable=g-import-not-at-top  (registers its evaluator)
+  del multi_mnist_scene
   seen_shapes = []
   def fake_eval_step(params, images, key):
     seen_shapes.append(images.shape)
@@ -263,7 +265,7 @@ def test_evaluate_pads_and_counts():
                 reconstruction_mse=np.asarray(images, np.float32).reshape(len(images), -1).mean(-1))
   images = np.zeros((10, 4, 4), np.uint8)
   images[[1, 4, 9]] = 1
-  source = multi_mnist.InMemory(dict(image=images, count=np.array([0, 1, 0, 0, 2, 0, 0, 0, 0, 1], np.int32)))
+  source = sources.InMemory(dict(image=images, count=np.array([0, 1, 0, 0, 2, 0, 0, 0, 0, 1], np.int32)))
   result = evaluation.evaluate(fake_eval_step, None, source, 4, jax.random.key(0), max_count=2)
   assert seen_shapes == [(4, 4, 4)] * 3
   assert result['count_accuracy'] == pytest.approx(0.9)
@@ -278,17 +280,18 @@ def test_evaluate_pads_and_counts():
   boxes[4] = [[0, 0, 2, 2], [2, 2, 2, 2]]  # the 2-digit scene (read as 1): centres 2.8 px apart
   labels = np.full((10, 2), -1, np.int32)
   labels[[1, 4], 0] = 1
-  with_layout = multi_mnist.InMemory(dict(image=images, count=source.arrays['count'], boxes=boxes, labels=labels))
-  result = evaluation.evaluate(fake_eval_step, None, with_layout, 4, jax.random.key(0), max_count=2)
+  with_layout = sources.InMemory(dict(image=images, count=source.arrays['count'], boxes=boxes, labels=labels))
+  result = evaluation.evaluate(fake_eval_step, None, with_layout, 4, jax.random.key(0), max_count=2,
+                               evaluators=('steps', 'counts', 'multi_mnist_layout'))
   assert result['accuracy_by_layout'] == {'nearest pair 0-10 px': (0.0, 1), 'holding a 1': (0.5, 2)}
   assert 'by layout: nearest pair 0-10 px 0.000 (1) | holding a 1 0.500 (2)' in metrics_lib.format_evaluation(result)
   # Data without true counts (-1, Omniglot): the steps used, no count accuracy or confusion.
-  unknown = multi_mnist.InMemory(dict(image=images, count=np.full(10, -1, np.int32)))
-  result = evaluation.evaluate(fake_eval_step, None, unknown, 4, jax.random.key(0), max_count=2)
+  unknown = sources.InMemory(dict(image=images, count=np.full(10, -1, np.int32)))
+  result = evaluation.evaluate(fake_eval_step, None, unknown, 4, jax.random.key(0), max_count=2, evaluators=('steps',))
   assert 'count_accuracy' not in result and 'confusion' not in result
   np.testing.assert_allclose(result['steps_used'], [0.7, 0.3, 0.0])
   with pytest.raises(ValueError, match='no examples'):
-    evaluation.evaluate(fake_eval_step, None, multi_mnist.InMemory(dict(image=images[:0], count=np.zeros(0))),
+    evaluation.evaluate(fake_eval_step, None, sources.InMemory(dict(image=images[:0], count=np.zeros(0))),
                         4, jax.random.key(0), max_count=2)
 
 
@@ -370,7 +373,7 @@ def test_resume_matches_uninterrupted(resumed_run, traced_step, init_smoke):
   state = init_smoke(init_key)
   restored = checkpoints.Checkpointer(workdir).restore(jax.eval_shape(lambda: state))
   assert int(restored.step) == 6
-  train_source, _ = scenes.scene_of(config).sources(log=lambda s: None)
+  train_source, _ = models_lib.build(config).scene.sources(log=lambda s: None)
   batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed)
   for _ in range(6):
     b = next(batches)
@@ -419,13 +422,12 @@ def test_validate_config_rejects(field, value, name):
     node = node[parent]
   node[leaf] = value
   with pytest.raises(ValueError, match=name):
-    checks.validate_config(config)
+    models_lib.build(config)
 
 
-def test_validate_config_accepts_smoke_and_default():
-  from air_jax.configs import default  # pylint: disable=g-import-not-at-top
-  checks.validate_config(helpers.smoke_config(''))
-  checks.validate_config(default.get_config())
+def test_build_accepts_smoke_and_default():
+  models_lib.build(helpers.smoke_config(''))
+  models_lib.build(multi_mnist_config.get_config())
 
 
 def test_workdir_is_a_file(tmp_path, mnist_dir):

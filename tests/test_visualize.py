@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from air_jax import scenes
 from air_jax import pictures
 from air_jax import glimpse
 from air_jax import infer
 from air_jax import visualize
+from air_jax import models as models_lib
 from tests import helpers
 
 CANVAS = 50
@@ -157,15 +157,15 @@ def smoke_model():
   config.model.z_pres_logit_bias = 20.0  # every step present: glimpses and patches are all drawn
   images = np.zeros((3, CANVAS, CANVAS), np.float32)
   images[:, 10:30, 12:32] = 0.8
-  air = scenes.air_for(config)
+  air = models_lib.build(config).core
   params = jax.jit(lambda x: air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, x))(images)
   return config, params['params'], images
 
 
 def test_model_glimpses_and_patches_match_the_forward_pass(smoke_model):
   config, params, images = smoke_model
-  latents = pictures.Pictures(config).latents(params, images)
-  out = jax.jit(lambda p, x: scenes.air_for(config).apply({'params': p}, x, use_mode=True))(params, images)
+  latents = pictures.Pictures(models_lib.build(config)).latents(params, images)
+  out = jax.jit(lambda p, x: models_lib.build(config).core.apply({'params': p}, x, use_mode=True))(params, images)
   steps, g, p = config.model.max_steps, config.model.glimpse_size, config.model.patch_size
   assert latents['glimpses'].shape == (3, steps, g, g) and latents['patches'].shape == (3, steps, p, p)
   np.testing.assert_allclose(latents['canvas'], out.canvas, atol=1e-5)
@@ -181,7 +181,7 @@ def test_model_glimpses_and_patches_match_the_forward_pass(smoke_model):
 
 def test_pictures_of_a_model(smoke_model):
   config, params, images = smoke_model
-  picture = pictures.Pictures(config, scale=1)(params, (images * 255).astype(np.uint8), true_counts=[1, 1, 1])
+  picture = pictures.Pictures(models_lib.build(config), scale=1)(params, (images * 255).astype(np.uint8), true_counts=[1, 1, 1])
   columns = 2 + 2 * config.model.max_steps
   assert picture.shape == pictures.grid_shape(3, columns, (CANVAS, CANVAS)) + (3,)
   y, x = pictures.cell_position(0, 2, (CANVAS, CANVAS))

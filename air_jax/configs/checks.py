@@ -5,24 +5,32 @@ from typing import Any, Dict
 
 import ml_collections
 
+from air_jax import configs
 from air_jax import metrics as metrics_lib
-from air_jax import model as model_lib
-from air_jax import scenes
+from air_jax.data import sources
+
+COUNT_FIELDS = ('train_counts', 'eval_counts')  # config.data's true object counts, where the data has them
+MATMUL_DTYPES = ('float32', 'bfloat16')
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first invalid setting."""
+  """Raises ValueError naming the first invalid setting of the options every run shares (the scene
+  kind and the inference core check their own when air_jax.models.build makes them)."""
   positive = ['batch_size', 'eval_batch_size', 'num_train_steps', 'log_every_steps',
               'eval_every_steps', 'checkpoint_every_steps', 'learning_rate', 'baseline_learning_rate',
               'max_nonfinite_in_a_row']
   for name in positive:
     if not config[name] > 0:
       raise ValueError(f'config.{name} must be positive, got {config[name]}')
-  for name in ('max_steps', 'lstm_size'):
-    if not config.model[name] > 0:
-      raise ValueError(f'config.model.{name} must be positive, got {config.model[name]}')
-  model_lib.check_options(config.model)
-  scenes.scene_of(config).check()
+  if not config.per_device_batch_size >= 0:
+    raise ValueError(f'config.per_device_batch_size must be >= 0 (0: use batch_size), got {config.per_device_batch_size}')
+  if not config.model.max_steps > 0:
+    raise ValueError(f'config.model.max_steps must be positive, got {config.model.max_steps}')
+  if config.model.matmul_dtype not in MATMUL_DTYPES:
+    raise ValueError(f'config.model.matmul_dtype must be one of {MATMUL_DTYPES}, got {config.model.matmul_dtype!r}')
+  if not config.model.z_pres_logit_bound >= 0:
+    raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
+                     f'{config.model.z_pres_logit_bound}')
   objective = config.objective
   for name in ('z_pres_prior', 'z_pres_prior_start'):
     if not 0 < objective[name] < 1:
@@ -39,12 +47,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.objective.{name} must be >= 0, got {objective[name]}')
   if not 0 <= objective.signal_decay < 1:
     raise ValueError(f'config.objective.signal_decay must be in [0, 1), got {objective.signal_decay}')
-  for counts in (f for f in scenes.COUNT_FIELDS if f in config.data):
-    if not config.data[counts] or min(config.data[counts]) < 0:
-      raise ValueError(f'config.data.{counts} must be a non-empty set of counts >= 0, got {config.data[counts]}')
-    if max(config.data[counts]) > config.model.max_steps:
-      raise ValueError(f'config.data.{counts}={tuple(config.data[counts])} has more objects than '
-                       f'config.model.max_steps={config.model.max_steps} steps can represent')
+  for counts in (f for f in COUNT_FIELDS if f in config.data):
+    sources.check_counts(f'config.data.{counts}', config.data[counts], config.model.max_steps)
 
 
 # Settings a run may change when it resumes; any other difference from the saved config is an error.
@@ -66,8 +70,8 @@ def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
 def config_differences(saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> list:
   """'name: saved -> new' for every setting (outside RESUMABLE_SETTINGS) that differs. A setting
   the saved config lacks (added to the library after that run started) counts as the value that
-  run had (scenes.with_defaults)."""
-  old = _flatten(json.loads(scenes.with_defaults(saved).to_json_best_effort()))
+  run had (configs.with_defaults)."""
+  old = _flatten(json.loads(configs.with_defaults(saved).to_json_best_effort()))
   new = _flatten(json.loads(config.to_json_best_effort()))
   return [f'{name}: {old.get(name, "(unset)")} -> {new.get(name, "(unset)")}'
           for name in sorted(set(old) | set(new))

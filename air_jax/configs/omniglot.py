@@ -3,17 +3,17 @@
     python experiments/train.py --config=air_jax/configs/omniglot.py --workdir=/tmp/air_omniglot
     python experiments/train.py --config=air_jax/configs/omniglot.py:smoke --workdir=/tmp/omni_smoke
 
-The model and the objective are the 2D ones (configs/default.py says what each option means); the
+The model and the objective are the 2D ones (configs/multi_mnist.py says what each option means); the
 values that differ, and why, are below.
 """
 import ml_collections
 
-from air_jax.configs import default
+from air_jax.configs import multi_mnist
 from air_jax.data import omniglot
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = multi_mnist.get_config()
   config.scene_kind = 'omniglot'
   config.data = ml_collections.ConfigDict(dict(
       data_dir='',        # cache of the preprocessed characters (<data_dir>/scenes; '' = ~/.cache/air_jax)

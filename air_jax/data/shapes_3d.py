@@ -29,6 +29,8 @@ from typing import Dict, Sequence
 from absl import logging
 import numpy as np
 
+from air_jax.data import sources
+
 SHAPES = ('cube', 'sphere', 'cylinder')  # identity k = index
 PARKED = 50.0  # x of a body that is not in the scene: far outside the camera's view
 MAX_PLACEMENT_TRIES = 1000
@@ -58,8 +60,7 @@ class World:
   def check(self) -> None:
     """Raises ValueError naming the first invalid field."""
     counts = tuple(self.counts)
-    if not counts or min(counts) < 0:
-      raise ValueError(f'World.counts must be a non-empty set of non-negative integers, got {counts}')
+    sources.check_counts('World.counts', counts)
     if self.image_size < 8:
       raise ValueError(f'World.image_size must be at least 8, got {self.image_size}')
     if not self.footprint_radius >= self.object_size * np.sqrt(2):
@@ -138,7 +139,7 @@ def object_boxes(world: World, position: np.ndarray) -> np.ndarray:
   return np.concatenate([low, high - low], -1)
 
 
-class RendererUnavailableError(RuntimeError):
+class RendererUnavailableError(RuntimeError, sources.UnavailableError):
   """MuJoCo is missing or can open no OpenGL context; the message says what to install."""
 
 

@@ -8,7 +8,7 @@ tf.Example protos and read back by `as_data_source` through `array_record` and n
 
 The train split is `MultiMNIST(MNIST train digits, seed=seed)`, the test split
 `MultiMNIST(MNIST test digits, seed=seed + 1)`; example i of a split is example i of that source
-(shuffling is disabled). The default seed 1 thus gives the scenes of `air_jax/configs/default.py`
+(shuffling is disabled). The default seed 1 thus gives the scenes of `air_jax/configs/multi_mnist.py`
 (train seed 1, eval seed 2). Features are stored as raw bytes, so the data source yields what
 `MultiMNIST` does: dicts of numpy arrays of the same dtypes and shapes (`count` as a 0-d array;
 arrays are read-only views, and an index out of range raises ValueError), and
@@ -41,6 +41,7 @@ from air_jax import metrics
 from air_jax.data import mnist
 from air_jax.data import multi_mnist
 from air_jax.data import omniglot
+from air_jax.data import sources
 
 NAME_PATTERN = re.compile(r'counts_(\d+(?:_\d+)*)-canvas_(\d+)-train_(\d+)-test_(\d+)-seed_(\d+)')
 
@@ -49,8 +50,7 @@ def config_name(counts: Sequence[int] = (0, 1, 2), canvas_size: int = 50, num_tr
                 num_test: int = 10_000, seed: int = 1) -> str:
   """The config name holding these settings: 'counts_0_1_2-canvas_50-train_60000-test_10000-seed_1'."""
   counts = tuple(int(c) for c in counts)
-  if not counts or min(counts) < 0:
-    raise ValueError(f'counts must be a non-empty set of non-negative integers, got {counts}')
+  sources.check_counts('counts', counts)
   if canvas_size < multi_mnist.DIGIT_SIZE:
     raise ValueError(f'canvas_size must be at least {multi_mnist.DIGIT_SIZE}, got {canvas_size}')
   if min(num_train, num_test) <= 0:
@@ -181,14 +181,9 @@ class OmniglotCharacters(tfds.core.GeneratorBasedBuilder):
     return super().get_builder_config(name, version) or (
         tfds.core.BuilderConfig(name=name) if OMNIGLOT_NAME.fullmatch(name) else None)
 
-  def _scene(self):
-    from air_jax import scenes  # pylint: disable=g-import-not-at-top
-    from air_jax.configs import omniglot as omniglot_config  # pylint: disable=g-import-not-at-top
+  def _split(self, split: str) -> omniglot.Omniglot:
     train, held_out, canvas = OMNIGLOT_NAME.fullmatch(self.builder_config.name).groups()
-    config = omniglot_config.get_config()
-    config.data.archive_dir, config.data.canvas_size = self.archive_dir, int(canvas)
-    config.data.train_archive, config.data.eval_archive = f'{train}.zip', f'{held_out}.zip'
-    return scenes.scene_of(config)
+    return omniglot.split_of(split, self.archive_dir, f'{train}.zip', f'{held_out}.zip', int(canvas))
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = int(OMNIGLOT_NAME.fullmatch(self.builder_config.name).group(3))
@@ -204,8 +199,7 @@ class OmniglotCharacters(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    scene = self._scene()
-    return {split: self._generate_examples(scene.scenes(split), split) for split in ('train', 'test')}
+    return {split: self._generate_examples(self._split(split), split) for split in ('train', 'test')}
 
   def _generate_examples(self, source, split: str = ''):
     return examples_of(source, f'reading {split} characters')

@@ -14,28 +14,41 @@ p(z_where) = N(objective.z_where_prior_loc, objective.z_where_prior_scale), p(z_
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
+from air_jax import evaluators as evaluators_lib
 from air_jax import glimpse
-from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
+from air_jax.data import mnist as mnist_lib
+from air_jax.data import multi_mnist
+from air_jax.scenes import base
 
 COMPOSITIONS = ('sum', 'union')
 SPLITS = ('train', 'validation', 'test')
 
 
-class Scene:
+@evaluators_lib.register('multi_mnist_layout')
+def accuracy_by_layout(scenes, inferred, max_count):
+  """accuracy_by_layout: count accuracy by the nearest pair's distance and over scenes holding a 1
+  (multi_mnist.accuracy_by_layout), from the scenes' digit boxes and labels."""
+  return dict(accuracy_by_layout=multi_mnist.accuracy_by_layout(
+      scenes['count'], inferred['count'], scenes['boxes'], scenes['labels']))
+
+
+class Scene(base.SceneKind):
   """Multi-MNIST: objects {z_where_loc, z_where_scale, z_where [.., 3], z_what_loc, z_what_scale,
   z_what [.., D], image [.., H, W] (the decoded object on the canvas, before z_pres)}."""
 
-  making_sources = 'composing'  # what the progress lines call making the cached sources
+  name = 'multi_mnist'
+  evaluators = ('multi_mnist_layout',)
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.model, self.objective, self.data = config.model, config.objective, config.data
-    self.image_shape = (config.data.canvas_size, config.data.canvas_size)
-    self.feedback_size = 3 + config.model.z_what_size
+  @property
+  def image_shape(self):
+    return (self.data.canvas_size, self.data.canvas_size)
+
+  @property
+  def feedback_size(self):
+    return 3 + self.model.z_what_size
 
   def check(self) -> None:
     model = self.model
@@ -49,19 +62,19 @@ class Scene:
 
   @property
   def eval_split(self) -> str:
-    """The split the loop evaluates on: 'test' (held-out test digits), or 'validation' (MNIST train
-    digits held out of training) to choose settings on."""
-    return self.data.get('eval_split', 'test')
+    """config.data.eval_split: 'test' (held-out test digits), or 'validation' (MNIST train digits
+    held out of training) to choose settings on."""
+    return self.data.eval_split
 
   # --- inside the core's step ---
   def predict(self, h):
     logit, where_loc, where_scale = modules.PresWhereHead(
-        self.model.predictor_hidden, self.model.z_pres_logit_bias, dtype=model_lib.matmul_dtype(self.model),
+        self.model.predictor_hidden, self.model.z_pres_logit_bias, dtype=self.dtype,
         logit_bound=self.model.z_pres_logit_bound, name='pres_where')(h)
     return logit, (where_loc, where_scale)
 
   def sample(self, head, images, key_fn):
-    cfg, dtype = self.model, model_lib.matmul_dtype(self.model)
+    cfg, dtype = self.model, self.dtype
     where_loc, where_scale = head
     z_where = where_loc if key_fn is None else where_loc + where_scale * jax.random.normal(key_fn(), where_loc.shape)
     glimpses = glimpse.read(images, z_where, (cfg.glimpse_size, cfg.glimpse_size))
@@ -77,22 +90,13 @@ class Scene:
   def decoder(self, name=None) -> modules.ObjectDecoder:
     cfg = self.model
     return modules.ObjectDecoder(cfg.decoder_hidden, cfg.patch_size, cfg.decoder_bias,
-                                 dtype=model_lib.matmul_dtype(cfg), name=name)
-
-  def empty_canvas(self, images):
-    return jnp.zeros_like(images)
+                                 dtype=self.dtype, name=name)
 
   def draw(self, canvas, objects, z_pres):
     drawn = z_pres[:, None, None] * objects['image']
     if self.model.composition == 'union':  # 1 - (1 - canvas)(1 - drawn); all in [0, 1]
       return canvas + drawn * (1.0 - canvas)
     return canvas + drawn
-
-  def canvas_image(self, canvas):
-    return canvas
-
-  def render(self, canvas, objects, z_pres, key_fn):
-    return canvas  # the steps drew it
 
   # --- the objective ---
   def object_kls(self, out):
@@ -102,15 +106,6 @@ class Scene:
     return dict(
         where=objectives.normal_kl(objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale).sum(-1),
         what=objectives.normal_kl(objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0).sum(-1))
-
-  def discrete_log_prob(self, out):
-    return jnp.zeros_like(out.z_pres)  # no discrete object latents
-
-  def hold_discrete(self, objects):
-    return objects  # no discrete object latents
-
-  def enumerated_discrete(self, out, learn):
-    return None  # no discrete object latents
 
   def summary(self, objects):
     """What evaluation and inference report of q's modes: z_where [B, N, 3], boxes [B, N, 4] (the
@@ -122,8 +117,6 @@ class Scene:
   def scenes(self, split: str):
     """The unmaterialised scenes of 'train' (MNIST train digits less the last data.validation_digits),
     'validation' (those last train digits: never in a training scene) or 'test' (test digits)."""
-    from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
-    from air_jax.data import multi_mnist  # pylint: disable=g-import-not-at-top
     if split not in SPLITS:
       raise ValueError(f'a Multi-MNIST split is one of {SPLITS}, got {split!r}')
     data = self.data
@@ -141,15 +134,19 @@ class Scene:
     return multi_mnist.MultiMNIST(images, labels, counts=counts, num_examples=num, seed=seed,
                                   canvas_size=data.canvas_size)
 
-  def eval_source(self):
-    return self.scenes(self.eval_split)
+  def picture_arrays(self, out, images, params):
+    """canvas, z_pres, boxes, and per step the glimpse read at z_where [B, N, G, G], the decoded
+    patch [B, N, P, P] and the object on the canvas [B, N, H, W] (parts)."""
+    cfg = self.model
+    batch, steps = out.z_pres.shape
+    z_where = out.objects['z_where']
+    size = (cfg.glimpse_size, cfg.glimpse_size)
+    glimpses = jnp.stack([glimpse.read(images, z_where[:, i], size) for i in range(steps)], axis=1)
+    patches = self.decoder().apply({'params': params['step']['object_decoder']},
+                                   out.objects['z_what'].reshape(batch * steps, -1))
+    return dict(canvas=out.canvas, z_pres=out.z_pres, boxes=glimpse.boxes(z_where, images.shape[1:]),
+                glimpses=glimpses, patches=patches.reshape(batch, steps, cfg.patch_size, cfg.patch_size),
+                parts=out.objects['image'])
 
-  def sources(self, log=print):
-    """(train, eval) in-memory Multi-MNIST: train from MNIST train digits, eval from test digits,
-    composed once and cached under <data_dir>/scenes."""
-    from air_jax import scenes  # pylint: disable=g-import-not-at-top
-    return scenes.cached_sources(self, self.making_sources, log)
-
-  def pictures(self, scale: int = 2):
-    from air_jax import pictures  # pylint: disable=g-import-not-at-top
-    return pictures.Pictures(self.config, scale)
+  def grid_arguments(self, arrays):
+    return {k: arrays[k] for k in ('canvas', 'z_pres', 'boxes', 'glimpses', 'patches', 'parts')}

@@ -7,6 +7,7 @@ the steps used. Train on config.data.train_archive, evaluate on config.data.eval
 alphabets that the train archive lacks (default: the shipped background samples small1 and small2;
 air_jax.data.omniglot).
 """
+from air_jax.data import omniglot
 from air_jax.scenes import multi_mnist
 
 
@@ -14,16 +15,17 @@ class Scene(multi_mnist.Scene):
   """Omniglot characters as canvas_size x canvas_size images; objects as in multi_mnist.Scene;
   sources: each archive's characters preprocessed once, cached under <data_dir>/scenes."""
 
+  name = 'omniglot'
   making_sources = 'preprocessing'
+  has_counts = False
+  evaluators = ()
+
+  @property
+  def eval_split(self) -> str:
+    return 'test'  # the held-out archive's alphabets
 
   def scenes(self, split: str):
-    """The characters of the train archive ('train') or of the held-out one ('test'), less the
-    train archive's alphabets: held-out characters are of alphabets never trained on (the shipped
-    samples share two)."""
-    from air_jax.data import omniglot  # pylint: disable=g-import-not-at-top
+    """omniglot.split_of: the train archive's characters, or the held-out archive's of alphabets
+    never trained on."""
     data = self.data
-    train = omniglot.Omniglot(omniglot.archive_path(data.archive_dir, data.train_archive), data.canvas_size)
-    if split == 'train':
-      return train
-    return omniglot.Omniglot(omniglot.archive_path(data.archive_dir, data.eval_archive), data.canvas_size,
-                             exclude_alphabets=train.alphabets)
+    return omniglot.split_of(split, data.archive_dir, data.train_archive, data.eval_archive, data.canvas_size)

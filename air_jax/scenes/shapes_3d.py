@@ -3,57 +3,41 @@
 The generative model is fully specified; only the inference network is learned. Per object:
     identity ~ Uniform(K)                          (cube, sphere, lying cylinder)
     pose z = (z0, z1, u0, u1) ~ N(0, I),   (x, y) = s (z0, z1),   theta = atan2(u1, u0) / m_identity
-(s = objective.position_prior_scale: the latent is in units of the prior, so q's initial
-standard deviation, softplus(0) = 0.69, is 0.69 s metres on the floor.)
     image ~ N(render(identities, positions, thetas), sigma^2 I)     (MuJoCo, no learned parameters)
-Rotation as a 2-vector u on the shape's symmetry circle: a shape that looks the same after a turn
-of 2 pi / m (m = 4 for the cube, 2 for the lying cylinder, 1 for the sphere, whose turn is
-invisible) has theta = atan2(u1, u0) / m, so every distinct view is one angle of u and the
-posterior over u has one mode where theta's has m. atan2(u1, u0) is uniform on the circle when
-u ~ N(0, I), so theta is uniform over (-pi/m, pi/m], which renders exactly as uniform over the full
-turn: the generative model is unchanged. A Gaussian q(u) and its KL to N(0, I) are closed form and
-nothing jumps at 2 pi (a Gaussian on theta itself would need a wrapped density, and samples near
-2 pi and near 0 would be far apart though the same rotation). Why not theta = atan2(u1, u0): with
-q(u)'s mean at 0 (where it starts) the expected gradient on that mean is the first circular
-harmonic of the likelihood in theta, which is zero for a shape whose views repeat every 90 or 180
-degrees: the rotation of cubes and cylinders never left its initial guess (session 12 probes).
+(s = objective.position_prior_scale: the latent is in units of the prior.) A shape that looks the
+same after a turn of 2 pi / m (m = 4 for the cube, 2 for the lying cylinder, 1 for the sphere) has
+theta = atan2(u1, u0) / m: every distinct view is one angle of u, the posterior over u has one mode
+where theta's has m, and theta is uniform over (-pi/m, pi/m] when u ~ N(0, I), which renders as
+uniform over the full turn. q(u) is Gaussian with a closed-form KL and nothing jumps at 2 pi. (With
+theta = atan2(u1, u0) the expected gradient on q(u)'s mean at 0 is the likelihood's first circular
+harmonic in theta, zero for views that repeat every 90 or 180 degrees.)
 
 Per step (after the core's z_pres_i), attend, then infer:
-    q(z0, z1) = N(loc_i, scale_i)     from the LSTM state h_i (with z_pres_i's logit)
+    q(z0, z1) = N(loc_i, scale_i)     from the core's state h_i (with z_pres_i's logit)
     g_i = glimpse of x at the image of the sampled position (glimpse_where: a window of
           model.glimpse_extent metres at the object's depth, read by air_jax.glimpse)
     q(identity_i) = Cat(softmax(l_i)) and q(u | identity_i = k) = N(loc_ik, scale_ik), one rotation
-          per shape (the sampled shape's is rendered), both from g_i (ShapeEncoder)
-The identity is sampled: REINFORCE with the same NVIL baseline and credit assignment as z_pres
-(air_jax.loss), or, with objective.discrete_gradient 'enumerate', its expectation summed over the
-K shapes (enumerated_discrete), or with 'wake', q(identity) fitted to the identity's exact
-posterior given the rest by the inclusive KL: the ELBO's gradient on a shape's logit, q_k (f_k -
-E_q f), vanishes once q_k ~ 0, and on 0-3-object probes cubes stayed "cylinders" (q(cube) 0.00)
-though a cube fitted them better by 9.6 nats (session 14). The pose is reparameterised; d log p(x | z) / d pose by finite
-differences of the renderer (air_jax.black_box: central differences or SPSA).
-Why a glimpse: read from h_i (the whole image through the LSTM) the rotation never learnt (cube
-25 degrees after 1,500 steps, chance 22.5: the position's gradients, ~30 times larger, shaped the
-shared features); from a glimpse centred on the object, with its own encoder, the cube's was 10
-degrees after 1,000 steps (session 14 probes, WORKSPACE.md).
+          per shape (the sampled shape's is rendered; the best fit of a wrong shape sits at another
+          angle), both from g_i by their own encoder (ShapeEncoder)
+The identity's gradient (objective.discrete_gradient): 'reinforce', the score with the same NVIL
+baseline and credit assignment as z_pres (air_jax.loss); 'enumerate', its expectation summed over
+the K shapes (enumerated_discrete); 'wake', q(identity) fitted to the identity's exact posterior
+given the rest by the inclusive KL (the ELBO's gradient on a shape's logit, q_k (f_k - E_q f),
+vanishes once q_k ~ 0). The pose is reparameterised; d log p(x | z) / d pose by finite differences
+of the renderer (air_jax.black_box: central differences or SPSA).
     KL(q || p) = KL(q(identity) || U(K)) + KL(q(z0, z1) || N(0, I)) + sum_k q(k) KL(q(u | k) || N(0, I))
     overlap_i = c sum_{j < i} z_pres_j relu(1 - d_ij / (2 r))^2     (d_ij: the centres' distance)
     off_floor_i = c_f sum_{a in x, y} relu(|a_i| - e)^2 / (2 r)^2    (e: the floor's extent)
-The world's objects do not intersect (centres at least twice the footprint radius r apart): the
-prior's support excludes overlaps, which overlap_i, a soft version of that truncation (c =
-objective.overlap_penalty nats at full overlap), puts into -log p(z). Without it the one-object
-probes explained a cube by a cylinder and a sphere 7 cm from it (~22 nats better than the one
-object, more than a 1e-9 count prior charges; session 13). Centres lie on the floor, |x|, |y| <= e:
-off_floor_i (c_f = objective.off_floor_penalty nats a footprint's diameter past the edge) is that
-truncation. Without it the 0-3-object probes parked steps 1 and 2 out of view in every scene (an
-unseen object costs only its KLs) and explained objects with steps 3 and 4, so no step could be
-switched off without losing the later ones (session 14).
-Why a rotation per shape: u means m_k theta, another angle for each shape, and the best fit of a
-wrong shape sits at another angle (a cylinder on a cube's face); one u shared by all shapes got the
-average of their pulls, and identity settled on the sphere (no rotation to get wrong) before any
-rotation was learnt (session 13 probes).
+The prior's support excludes what the world never holds: intersecting objects (centres closer than
+twice the footprint radius r; overlap_i, c = objective.overlap_penalty nats at full overlap) and
+centres off the floor (|x|, |y| > e; off_floor_i, c_f = objective.off_floor_penalty nats a
+footprint's diameter past the edge). Both soft truncations go into -log p(z): without them two
+objects can explain one, and an unseen object parked off the floor costs only its KLs.
 DAIR: the canvas of step i is the render of the objects of steps < i (no gradient flows through it).
+Why each piece, as measured: docs/results/scenes_3d.md.
 """
 import functools
+import itertools
 from typing import Sequence
 
 import flax.linen as nn
@@ -63,11 +47,12 @@ import ml_collections
 import numpy as np
 
 from air_jax import black_box
+from air_jax import evaluators as evaluators_lib
 from air_jax import glimpse
-from air_jax import model as model_lib
 from air_jax import modules
 from air_jax import objectives
 from air_jax.data import shapes_3d
+from air_jax.scenes import base
 
 POSE_SIZE = 4  # x, y, u0, u1
 DISCRETE_GRADIENTS = ('reinforce', 'enumerate', 'wake')  # objective.discrete_gradient: how q(identity) learns
@@ -118,20 +103,40 @@ def world_of(data: ml_collections.ConfigDict, counts) -> shapes_3d.World:
   return shapes_3d.World(counts=tuple(counts), **world)
 
 
-class Scene:
+EVAL_SPLITS = ('validation', 'test')
+
+
+class Scene(base.SceneKind):
   """Shapes 3D: objects {identity_logits [.., K], identity [..] int32, position_loc, position_scale
   [.., 2], rotation_loc, rotation_scale [.., K, 2], pose [.., 4] = (z0, z1, u0, u1) of the sampled
   identity} (see renderer_pose)."""
 
+  name = 'shapes_3d'
+  making_sources = 'rendering'
+  evaluators = ('shapes_3d_objects',)
+
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.model, self.objective, self.data = config.model, config.objective, config.data
     self.world = world_of(config.data, config.data.train_counts)
     self.num_shapes = len(shapes_3d.SHAPES)
-    self.image_shape = (self.world.image_size, self.world.image_size)
-    self.feedback_size = self.num_shapes + POSE_SIZE
+    super().__init__(config)
+
+  @property
+  def image_shape(self):
+    return (self.world.image_size, self.world.image_size)
+
+  @property
+  def feedback_size(self):
+    return self.num_shapes + POSE_SIZE
+
+  @property
+  def eval_split(self) -> str:
+    """config.data.eval_split: 'test' (scenes of data.test_seed, never used to choose a setting) or
+    'validation' (scenes of data.validation_seed, to choose settings on)."""
+    return self.data.eval_split
 
   def check(self) -> None:
+    if self.eval_split not in EVAL_SPLITS:
+      raise ValueError(f'config.data.eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}')
     self.world.check()
     world_of(self.data, self.data.eval_counts).check()
     objective = self.objective
@@ -192,7 +197,7 @@ class Scene:
   def predict(self, h):
     cfg = self.model
     logit, loc, scale = modules.PresWhereHead(
-        cfg.predictor_hidden, cfg.z_pres_logit_bias, dtype=model_lib.matmul_dtype(cfg),
+        cfg.predictor_hidden, cfg.z_pres_logit_bias, dtype=self.dtype,
         logit_bound=cfg.z_pres_logit_bound, where_size=2, initial_scale=cfg.initial_pose_scale,
         name='position_head')(h)
     return logit, (loc, scale)
@@ -220,7 +225,7 @@ class Scene:
                             (cfg.glimpse_size, cfg.glimpse_size))
     identity_logits, rotation_loc, rotation_scale = ShapeEncoder(
         cfg.encoder_hidden, self.num_shapes, cfg.glimpse_conv_features, cfg.initial_pose_scale,
-        dtype=model_lib.matmul_dtype(cfg), name='shape_encoder')(glimpses)
+        dtype=self.dtype, name='shape_encoder')(glimpses)
     if key_fn is None:
       identity = jnp.argmax(identity_logits, -1)
     else:
@@ -341,51 +346,19 @@ class Scene:
 
   # --- data and pictures ---
   def scenes(self, split: str) -> shapes_3d.Shapes3D:
+    """'train' (data.train_seed), 'validation' (data.validation_seed) or 'test' (data.test_seed)."""
     data = self.data
-    counts, num, seed = ((data.train_counts, data.num_train, data.train_seed) if split == 'train'
-                         else (data.eval_counts, data.num_eval, data.eval_seed))
-    return shapes_3d.Shapes3D(world_of(data, counts), num_examples=num, seed=seed)
+    seeds = dict(train=data.train_seed, validation=data.validation_seed, test=data.test_seed)
+    if split not in seeds:
+      raise ValueError(f'a 3D split is one of {tuple(seeds)}, got {split!r}')
+    counts, num = (data.train_counts, data.num_train) if split == 'train' else (data.eval_counts, data.num_eval)
+    return shapes_3d.Shapes3D(world_of(data, counts), num_examples=num, seed=seeds[split])
 
-  def eval_source(self):
-    return self.scenes('test')
-
-  def sources(self, log=print):
-    """(train, eval) rendered once and cached under <data_dir>/scenes; eval from another seed."""
-    from air_jax import scenes  # pylint: disable=g-import-not-at-top
-    return scenes.cached_sources(self, 'rendering', log)
-
-  def pictures(self, scale: int = 2):
-    return Pictures(self.config, scale)
-
-
-class Pictures:
-  """pictures(model params, images [B, H, W], true_counts [B] or None) -> grid uint8 [h, w, 3]:
-  the input and the re-rendered reconstruction (q's modes), each present step's object boxed in its
-  step's colour, and its inferred shape in the caption (air_jax.pictures.grid)."""
-
-  def __init__(self, config, scale: int = 2):
-    from air_jax import scenes  # pylint: disable=g-import-not-at-top
-    self.scale, self.scene = scale, scenes.scene_of(config)
-    air = model_lib.AIR(config.model, self.scene)
-
-    def latents(params, images):
-      images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
-      out = air.apply({'params': params}, images, use_mode=True)
-      return dict(canvas=out.canvas, z_pres=out.z_pres, **self.scene.summary(out.objects))
-
-    self._latents = jax.jit(latents)
-
-  def latents(self, params, images):
-    return jax.device_get(self._latents(params, np.asarray(images)))
-
-  def __call__(self, params, images, true_counts=None) -> np.ndarray:
-    from air_jax import pictures  # pylint: disable=g-import-not-at-top
-    images = np.asarray(images)
-    out = self.latents(params, images)
-    boxes = shapes_3d.object_boxes(self.scene.world, out['position'])
-    labels = [[shapes_3d.SHAPES[k] for k in row] for row in out['identity']]
-    return pictures.grid(images, out['canvas'], out['z_pres'], boxes, true_counts=true_counts,
-                         scale=self.scale, step_labels=labels)
+  def grid_arguments(self, arrays):
+    """Each present step's object boxed (shapes_3d.object_boxes) and its shape in the caption."""
+    return dict(canvas=arrays['canvas'], z_pres=arrays['z_pres'],
+                boxes=shapes_3d.object_boxes(self.world, arrays['position']),
+                step_labels=[[shapes_3d.SHAPES[k] for k in row] for row in arrays['identity']])
 
 
 def rotation_error(predicted: np.ndarray, true: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -401,7 +374,6 @@ def match_objects(predicted_position: np.ndarray, predicted_present: np.ndarray,
                   true_position: np.ndarray, true_count: int):
   """Pairs (predicted slot, true object) minimising the summed distance, over all assignments of
   the fewer of the two to the more (at most 4 objects: exhaustive)."""
-  import itertools  # pylint: disable=g-import-not-at-top
   slots = np.flatnonzero(np.asarray(predicted_present) > 0.5)
   truths = np.arange(int(true_count))
   if not len(slots) or not len(truths):
@@ -447,3 +419,11 @@ def scene_metrics(inferred: dict, truth: dict, render_error: np.ndarray | None =
   if render_error is not None:
     result['rerender_mse'] = float(np.mean(render_error))
   return result
+
+
+@evaluators_lib.register('shapes_3d_objects')
+def matched_objects(scenes, inferred, max_count):
+  """scene_metrics of the held-out scenes under 'objects': identity accuracy, position and rotation
+  error over the objects matched by position, and the matched share."""
+  figures = scene_metrics(inferred, scenes)
+  return dict(objects={k: v for k, v in figures.items() if k != 'count_accuracy'})

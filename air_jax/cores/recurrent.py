@@ -1,4 +1,4 @@
-"""The recurrent inference core of AIR and DAIR, shared by every scene kind (air_jax.scenes).
+"""The recurrent inference core (config.model.inference 'recurrent'): AIR and DAIR, one object per step.
 
 At step i = 1..N the LSTM reads the image (AIR) or the image minus the canvas of the steps < i
 (DAIR) together with the previous step's latents, then
@@ -13,12 +13,13 @@ In AIR the image's share of the LSTM gates, W phi(x) + b, is the same at every s
 computed once per image; DAIR projects its per-step input x - canvas_<i with the same phi, W and b.
 phi is the pixels themselves (model.image_conv_features = (), the paper's encoder) or a stack of
 strided convolutions (modules.ConvFeatures; the 3D default: a linear map of the pixels cannot read
-an object's rotation, WORKSPACE.md session 12). Each step
+an object's rotation). Each step
 sows its encoder input (x or x - canvas_<i) into the 'intermediates' collection.
 With model.memoryless (DAIR only) the LSTM starts every step from a zero state and does not see
 the previous latents: each step infers the next object from x - canvas_<i alone.
 """
-from typing import Any, Callable, Dict, NamedTuple
+import dataclasses
+from typing import Any, Callable, Tuple
 
 import chex
 import flax.linen as nn
@@ -27,65 +28,65 @@ import jax.numpy as jnp
 import ml_collections
 
 from air_jax import modules
+from air_jax.cores import CoreOutput
 
 
-class AIROutput(NamedTuple):
-  """Per-step decisions and the rendering; shapes use B images and N steps."""
-  z_pres_logits: jax.Array  # [B, N] logit of q(z_pres_i = 1 | ...)
-  z_pres: jax.Array         # [B, N] 1 while objects are present (cumulative product of samples)
-  active: jax.Array         # [B, N] z_pres_{i-1}: step i was sampled at all
-  objects: Dict[str, jax.Array]  # [B, N, ...] each step's object latents (the scene kind's names)
-  canvas: jax.Array         # [B, H, W] the rendering of the objects with z_pres = 1: the likelihood's mean
-  hidden: jax.Array         # [B, N, L] LSTM state that step i's latents were predicted from
-  image_features: jax.Array  # [B, 4L] the image's share of the LSTM gates, W phi(x) + b
+@dataclasses.dataclass(frozen=True)
+class RecurrentOptions:
+  """The recurrent core's settings (config.model), checked once by from_config."""
+  max_steps: int            # N: one more than the most objects, so the core can say "stop"
+  lstm_size: int
+  difference_input: bool    # DAIR: the LSTM reads the image minus the canvas so far
+  memoryless: bool          # DAIR only: no LSTM memory of earlier steps
+  image_conv_features: Tuple[int, ...]  # phi: () = the pixels; else strided convolutions' widths
+  matmul_dtype: str         # 'float32' or 'bfloat16' (modules.matmul)
+
+  @classmethod
+  def from_config(cls, model: ml_collections.ConfigDict) -> 'RecurrentOptions':
+    """Raises ValueError naming an invalid setting or combination of config.model's."""
+    if not model.lstm_size > 0:
+      raise ValueError(f'config.model.lstm_size must be positive, got {model.lstm_size}')
+    modules.check_conv_features('model.image_conv_features', model.image_conv_features)
+    if model.memoryless and not model.difference_input:
+      raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
+                       'in AIR every step would see the same image and infer the same object')
+    return cls(max_steps=int(model.max_steps), lstm_size=int(model.lstm_size),
+               difference_input=bool(model.difference_input), memoryless=bool(model.memoryless),
+               image_conv_features=tuple(int(f) for f in model.image_conv_features),
+               matmul_dtype=str(model.matmul_dtype))
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.matmul_dtype)
 
 
-def matmul_dtype(cfg: ml_collections.ConfigDict) -> jnp.dtype:
-  """The dtype matmuls run in: config model.matmul_dtype, 'float32' or 'bfloat16'."""
-  if cfg.matmul_dtype not in ('float32', 'bfloat16'):
-    raise ValueError(f"config.model.matmul_dtype must be 'float32' or 'bfloat16', got {cfg.matmul_dtype!r}")
-  return jnp.dtype(cfg.matmul_dtype)
-
-
-def check_options(cfg: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming an invalid combination of the core's options (config.model)."""
-  matmul_dtype(cfg)
-  if not cfg.z_pres_logit_bound >= 0:
-    raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
-                     f'{cfg.z_pres_logit_bound}')
-  modules.check_conv_features('model.image_conv_features', cfg.image_conv_features)
-  if cfg.memoryless and not cfg.difference_input:
-    raise ValueError('config.model.memoryless needs config.model.difference_input=True (DAIR): '
-                     'in AIR every step would see the same image and infer the same object')
-
-
-class AIRStep(nn.Module):
+class RecurrentStep(nn.Module):
   """One attend-infer-repeat step, scanned over N steps with parameters shared. The scene kind's
   predict / sample / draw create their submodules in this module's scope."""
-  config: ml_collections.ConfigDict
-  scene: Any      # an air_jax.scenes scene kind
+  options: RecurrentOptions
+  scene: Any      # the run's air_jax.scenes.base.SceneKind
   use_mode: bool  # True: take q's modes (evaluation); False: sample
-  image_features: Callable[[jax.Array], jax.Array]  # phi: images [B, H, W] -> [B, F] (shared with AIR)
+  image_features: Callable[[jax.Array], jax.Array]  # phi: images [B, H, W] -> [B, F] (shared with the core)
 
   @nn.compact
   def __call__(self, carry, images, image_gates, image_kernel, image_bias):
-    cfg, scene = self.config, self.scene
+    options, scene = self.options, self.scene
     h, c, z_pres, feedback, canvas = carry
 
-    dtype = matmul_dtype(cfg)
-    if cfg.difference_input:  # DAIR: what the canvas so far leaves unexplained
+    dtype = options.dtype
+    if options.difference_input:  # DAIR: what the canvas so far leaves unexplained
       encoder_input = images - scene.canvas_image(canvas)
       image_gates = modules.matmul(self.image_features(encoder_input), image_kernel, dtype) + image_bias
     else:  # AIR: the image itself, projected once per image by the caller
       encoder_input = images
     self.sow('intermediates', 'encoder_input', encoder_input)
     gates = image_gates
-    if cfg.memoryless:  # DAIR: step i is a function of x - canvas_<i alone
+    if options.memoryless:  # DAIR: step i is a function of x - canvas_<i alone
       h, c = jnp.zeros_like(h), jnp.zeros_like(c)
     else:
-      gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='latent_gates')(
+      gates += modules.Dense(4 * options.lstm_size, use_bias=False, dtype=dtype, name='latent_gates')(
           jnp.concatenate([z_pres[:, None], feedback], axis=-1))
-      gates += modules.Dense(4 * cfg.lstm_size, use_bias=False, dtype=dtype, name='recurrent_gates')(h)
+      gates += modules.Dense(4 * options.lstm_size, use_bias=False, dtype=dtype, name='recurrent_gates')(h)
     i_gate, f_gate, g_gate, o_gate = jnp.split(gates, 4, axis=-1)
     c = nn.sigmoid(f_gate + 1.0) * c + nn.sigmoid(i_gate) * jnp.tanh(g_gate)
     h = nn.sigmoid(o_gate) * jnp.tanh(c)
@@ -105,35 +106,34 @@ class AIRStep(nn.Module):
     return carry, dict(z_pres_logits=logit, z_pres=new_z_pres, active=active, objects=objects, hidden=h)
 
 
-class AIR(nn.Module):
-  """images [B, H, W] in [0, 1] -> AIROutput. Randomness comes from the 'sample' stream."""
-  config: ml_collections.ConfigDict  # config.model
-  scene: Any                         # an air_jax.scenes scene kind
+class RecurrentCore(nn.Module):
+  """images [B, H, W] in [0, 1] -> CoreOutput (N = options.max_steps slots, one per step; z_pres is
+  a cumulative product, so present steps come first). Randomness comes from the 'sample' stream."""
+  options: RecurrentOptions
+  scene: Any  # the run's air_jax.scenes.base.SceneKind
 
   @nn.compact
-  def __call__(self, images: jax.Array, use_mode: bool = False) -> AIROutput:
-    cfg = self.config
-    check_options(cfg)
-    self.scene.check()
+  def __call__(self, images: jax.Array, use_mode: bool = False) -> CoreOutput:
+    options = self.options
     chex.assert_rank(images, 3)
     batch = images.shape[0]
-    image_features = modules.ConvFeatures(tuple(cfg.image_conv_features), name='image_conv')
+    image_features = modules.ConvFeatures(options.image_conv_features, name='image_conv')
     features = image_features(images)  # once per image
     image_kernel = self.param('image_kernel', nn.initializers.lecun_normal(),
-                              (features.shape[-1], 4 * cfg.lstm_size))
-    image_bias = self.param('image_bias', nn.initializers.zeros, (4 * cfg.lstm_size,))
-    image_gates = modules.matmul(features, image_kernel, matmul_dtype(cfg)) + image_bias
+                              (features.shape[-1], 4 * options.lstm_size))
+    image_bias = self.param('image_bias', nn.initializers.zeros, (4 * options.lstm_size,))
+    image_gates = modules.matmul(features, image_kernel, options.dtype) + image_bias
 
-    steps = nn.scan(AIRStep, variable_broadcast='params', variable_axes={'intermediates': 0},
+    steps = nn.scan(RecurrentStep, variable_broadcast='params', variable_axes={'intermediates': 0},
                     split_rngs={'params': False, 'sample': True},
                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                    length=cfg.max_steps, unroll=cfg.max_steps)
+                    length=options.max_steps, unroll=options.max_steps)
     zeros = lambda *shape: jnp.zeros((batch,) + shape, images.dtype)
-    carry = (zeros(cfg.lstm_size), zeros(cfg.lstm_size), jnp.ones((batch,), images.dtype),
+    carry = (zeros(options.lstm_size), zeros(options.lstm_size), jnp.ones((batch,), images.dtype),
              zeros(self.scene.feedback_size), self.scene.empty_canvas(images))
-    carry, per_step = steps(cfg, self.scene, use_mode, image_features, name='step')(carry, images, image_gates,
-                                                                    image_kernel, image_bias)
+    carry, per_step = steps(options, self.scene, use_mode, image_features, name='step')(
+        carry, images, image_gates, image_kernel, image_bias)
     per_step = jax.tree.map(lambda v: jnp.moveaxis(v, 0, 1), per_step)  # [N, B, ...] -> [B, N, ...]
     sample_key = None if use_mode else (lambda: self.make_rng('sample'))
     canvas = self.scene.render(carry[-1], per_step['objects'], per_step['z_pres'], sample_key)
-    return AIROutput(canvas=canvas, image_features=image_gates, **per_step)
+    return CoreOutput(canvas=canvas, image_features=image_gates, **per_step)

@@ -1,0 +1,36 @@
+"""Inference cores: how a scene's latents are inferred from an image, the seam each core plugs into.
+
+A core is a Flax module built from config.model (config.model.inference names it; air_jax.models
+holds the registry) and the run's scene kind (air_jax.scenes.base.SceneKind):
+
+    core.apply({'params': p}, images [B, H, W] in [0, 1], use_mode=False, rngs={'sample': key})
+        -> CoreOutput
+
+over N object slots. It decides each slot's z_pres and the hidden state the scene kind reads the
+slot's object from (SceneKind.predict / sample), and draws the objects through the kind
+(draw / render). The objective, the loss, the steps, evaluation and the tools read CoreOutput only.
+Slots are ordered so that the present ones come first: a scene's count is the number of slots
+before the first absent one (count_of).
+
+Cores: 'recurrent' (air_jax.cores.recurrent: AIR and DAIR, one object per step).
+"""
+from typing import Dict, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class CoreOutput(NamedTuple):
+  """Per-slot decisions and the rendering; shapes use B images and N slots."""
+  z_pres_logits: jax.Array  # [B, N] logit of q(z_pres_i = 1 | ...)
+  z_pres: jax.Array         # [B, N] 1 while objects are present
+  active: jax.Array         # [B, N] 1 where slot i's z_pres was sampled at all (recurrent: z_pres_{i-1})
+  objects: Dict[str, jax.Array]  # [B, N, ...] each slot's object latents (the scene kind's names)
+  canvas: jax.Array         # [B, H, W] the rendering of the present objects: the likelihood's mean
+  hidden: jax.Array         # [B, N, L] the state each slot's latents were predicted from
+  image_features: jax.Array  # [B, F] the core's features of the whole image (the NVIL baseline reads them)
+
+
+def count_of(z_pres: jax.Array) -> jax.Array:
+  """[B, N] -> int32 [B]: the slots before the first absent one (z_pres <= 0.5), the scene's count."""
+  return jnp.cumprod(z_pres > 0.5, axis=-1).sum(-1).astype(jnp.int32)

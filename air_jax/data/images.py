@@ -1,0 +1,126 @@
+"""A user's own images: an npz or a folder of PNG/JPEG, read and checked, for training (the
+'images' scene kind) and for inference (air_jax.infer).
+
+An npz holds `images` [N, H, W] (uint8 0-255, or float in [0, 1]; or the file's only array) and
+optionally `counts` [N] (int >= 0, the objects in each image). A folder holds PNG/JPEG files, read
+in file-name order as greyscale (white objects on black, like MNIST); a folder has no counts. Bad
+input raises ImagesError with one line naming what is wrong.
+"""
+import pathlib
+from typing import Optional, Tuple
+
+import numpy as np
+
+from air_jax.data import sources
+
+SUFFIXES = ('.png', '.jpg', '.jpeg')
+
+
+class ImagesError(ValueError):
+  """Images the library cannot use; the message says what is wrong, in one line."""
+
+
+def read(path, what: str = '--images', size: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """(images [N, S, S] uint8 or float32 in [0, 1], counts [N] int32 or None) of an npz, a folder of
+  PNG/JPEG or one image file. size: the side the images must have (an npz) or are resized to (square
+  image files of another side); None: the side of the images, all of one size and square.
+  `what` names the input in messages (a flag or a config field)."""
+  path = pathlib.Path(path)
+  if path.is_dir() or path.suffix.lower() in SUFFIXES:
+    return _read_files(path, what, size), None
+  if not path.is_file():
+    raise ImagesError(f'{what}: no such file: {path}')
+  return _read_npz(path, what, size)
+
+
+def _read_npz(path: pathlib.Path, what: str, size: Optional[int]):
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      names = list(f.keys())
+      if 'images' in names:
+        images = f['images']
+      elif len(names) == 1:
+        images = f[names[0]]
+      else:
+        raise ImagesError(f"{what}: {path} has arrays {names}; name the images 'images'")
+      counts = f['counts'] if 'counts' in names else None
+  except ImagesError:
+    raise
+  except Exception as e:  # not a zip, truncated, pickled objects, ...
+    raise ImagesError(f'{what}: {path} is not a readable npz file ({type(e).__name__}: {e})') from e
+  if images.ndim != 3:
+    raise ImagesError(f'{what}: expected an array [N, H, W], got shape {images.shape}')
+  if images.shape[0] == 0:
+    raise ImagesError(f'{what}: the array holds no images (N = 0)')
+  if images.shape[1] != images.shape[2]:
+    raise ImagesError(f'{what}: images must be square, got {images.shape[1]}x{images.shape[2]}')
+  if size is not None and images.shape[1] != size:
+    raise ImagesError(f'{what}: the model takes {size}x{size} images, got {images.shape[1]}x{images.shape[2]}')
+  if images.dtype != np.uint8:
+    if not np.issubdtype(images.dtype, np.floating):
+      raise ImagesError(f'{what}: dtype must be uint8 (0-255) or float (0-1), got {images.dtype}')
+    bad = ~np.isfinite(images)
+    if bad.any():
+      raise ImagesError(f'{what}: {int(bad.sum())} pixels are NaN or infinite '
+                        f'(first in image {int(np.argwhere(bad)[0][0])})')
+    if images.min() < 0.0 or images.max() > 1.0:
+      raise ImagesError(f'{what}: float pixels must lie in [0, 1], got [{images.min():g}, {images.max():g}]'
+                        ' (uint8 images are taken as 0-255)')
+    images = images.astype(np.float32)
+  if counts is not None:
+    if counts.shape != (len(images),):
+      raise ImagesError(f'{what}: counts must be [N] = [{len(images)}], one per image, got shape {counts.shape}')
+    if not np.issubdtype(counts.dtype, np.integer) or counts.min() < 0:
+      raise ImagesError(f'{what}: counts must be integers >= 0, got {counts.dtype} '
+                        f'from {counts.min()} to {counts.max()}')
+    counts = counts.astype(np.int32)
+  return images, counts
+
+
+def files(path: pathlib.Path, what: str = '--images') -> list:
+  """The PNG/JPEG files of a folder in file-name order, or [path] for one image file."""
+  if path.is_dir():
+    found = sorted(p for p in path.iterdir()
+                   if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith('.'))
+    if not found:
+      raise ImagesError(f'{what}: the folder {path} holds no PNG or JPEG files ({", ".join(SUFFIXES)})')
+    return found
+  if not path.is_file():
+    raise ImagesError(f'{what}: no such file: {path}')
+  return [path]
+
+
+def read_file(path: pathlib.Path, size: Optional[int] = None, what: str = '--images') -> np.ndarray:
+  """One PNG/JPEG -> greyscale float32 [S, S] in [0, 1]: colour becomes luma (PIL's 'L'), alpha is
+  dropped; a square image of another side than size is resized (area average when shrinking,
+  bilinear when growing); an image that is not square is refused."""
+  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top  (PIL loads only for image files)
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)  # JPEGs from cameras and phones: upright as shown
+      if image.mode.startswith('I;16'):
+        image = Image.fromarray((np.asarray(image, np.float64) / 257.0).round().astype(np.uint8))
+      image = image.convert('L')
+  except Exception as e:  # not an image, truncated, unknown format, ...
+    raise ImagesError(f'{what}: {path} is not a readable PNG or JPEG image ({type(e).__name__}: {e})') from e
+  width, height = image.size
+  if width != height:
+    target = f'{size}x{size}' if size else 'square'
+    raise ImagesError(f'{what}: {path.name} is {width}x{height}; the model takes {target} images (square '
+                      'images of another size are resized): crop or pad it to a square first')
+  if size is not None and width != size:
+    resample = Image.Resampling.BOX if width > size else Image.Resampling.BILINEAR
+    image = image.resize((size, size), resample)
+  return sources.to_unit_interval(np.asarray(image))
+
+
+def _read_files(path: pathlib.Path, what: str, size: Optional[int]) -> np.ndarray:
+  found = files(path, what)
+  if size is None:  # no resizing: every image keeps its side, and all must share it
+    images = [read_file(f, None, what) for f in found]
+    sides = sorted({image.shape[0] for image in images})
+    if len(sides) > 1:
+      raise ImagesError(f'{what}: the images of {path} have mixed sizes ({", ".join(f"{s}x{s}" for s in sides)}); '
+                        'give them one size')
+    return np.stack(images)
+  return np.stack([read_file(f, size, what) for f in found])

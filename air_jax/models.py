@@ -1,0 +1,49 @@
+"""What a run builds once from its config: the scene kind, the inference core and the NVIL baseline.
+
+    models = build(config)   # validates the config once; every part checks its own settings
+    out = models.core.apply({'params': params['model']}, images, rngs={'sample': key})
+
+The loss, the steps, evaluation, pictures and the tools take a Models and never rebuild its parts.
+A new inference core plugs in as a module in air_jax/cores/ and a name in CORES.
+"""
+import dataclasses
+from typing import Callable, Dict
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from air_jax import modules
+from air_jax import scenes
+from air_jax.configs import checks
+from air_jax.cores import recurrent
+
+# config.model.inference -> (config.model, scene kind) -> the core (a Flax module, air_jax.cores).
+CORES: Dict[str, Callable[[ml_collections.ConfigDict, scenes.SceneKind], nn.Module]] = {
+    'recurrent': lambda model, scene: recurrent.RecurrentCore(recurrent.RecurrentOptions.from_config(model), scene),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """A run's parts, built once (build)."""
+  config: ml_collections.ConfigDict  # the validated config (treat as read-only)
+  scene: scenes.SceneKind            # what a scene is: its objects, renderer, data, evaluators
+  core: nn.Module                    # images -> cores.CoreOutput
+  baseline: modules.Baseline         # NVIL's input-dependent baseline
+
+  @property
+  def max_steps(self) -> int:
+    """N: the core's object slots."""
+    return self.config.model.max_steps
+
+
+def build(config: ml_collections.ConfigDict) -> Models:
+  """The Models of a config, validated once (raises ValueError naming the first bad setting)."""
+  checks.validate_config(config)
+  if config.model.inference not in CORES:
+    raise ValueError(f'config.model.inference must be one of {tuple(CORES)}, got {config.model.inference!r}')
+  scene = scenes.build(config)
+  core = CORES[config.model.inference](config.model, scene)
+  baseline = modules.Baseline(config.model.baseline_hidden, dtype=jnp.dtype(config.model.matmul_dtype))
+  return Models(config=config, scene=scene, core=core, baseline=baseline)
