@@ -93,7 +93,8 @@ def test_other_bad_inputs_are_clear_errors(tmp_path):
            (dict(eval_path=str(tmp_path / 'small.npz')), 'the model takes 50x50 images, got 40x40'),
            (dict(train_path=str(tmp_path / 'mixed')), 'mixed sizes (30x30, 31x31)')]
   for data, fragment in cases:
-    config = images_config_for(tmp_path / 'train.npz', tmp_path / 'train.npz', **data)
+    paths = {'train_path': str(tmp_path / 'train.npz'), 'eval_path': str(tmp_path / 'train.npz'), **data}
+    config = images_config_for(paths['train_path'], paths['eval_path'])
     with pytest.raises(ValueError) as error:
       models_lib.build(config).scene.sources(log=lambda line: None)
     assert fragment in str(error.value) and '\n' not in str(error.value)
