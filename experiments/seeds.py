@@ -1,0 +1,132 @@
+"""Train one config on several seeds, one after the other, and write the table of its held-out
+count accuracy: the published figures of a run come from here.
+
+    python experiments/seeds.py --workdir=runs/seeds --seeds=0,1,2,3,4 \\
+        --output=docs/results/multi_mnist_seeds          # writes .json and .md
+    python experiments/seeds.py --config=air_jax/configs/images.py --config.data.train_path=... ...
+
+Each seed trains in <workdir>/seed<k> (resumed if it was stopped; a finished one is only read), so
+the command can be killed and rerun. Per seed: the first evaluation at >= 95% and >= 98% (step and
+training seconds), whether the accuracy stayed >= 98% after, the final accuracy, confusion, ELBO
+and the kind's other figures (Multi-MNIST: accuracy by layout). The JSON also records the command,
+the commit, the machine and the date.
+"""
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from air_jax import launch
+from air_jax import metrics
+from air_jax import train
+from air_jax.configs import multi_mnist as multi_mnist_config
+from air_jax.data import sources
+
+_CONFIG = launch.define_config_file('config', multi_mnist_config.__file__, 'Config file (get_config), as train.py.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the runs: <workdir>/seed<k>.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'config.seed of each run.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Path without suffix: writes <output>.json and <output>.md.')
+flags.mark_flags_as_required(['workdir', 'output'])
+THRESHOLDS = (0.95, 0.98)
+
+
+def commit() -> str:
+  """The checkout's commit (with '+changes' when the tree differs from it), or 'unknown'."""
+  try:
+    here = pathlib.Path(__file__).resolve().parent
+    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=here, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return head + ('+changes' if dirty else '')
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def summary(workdir: pathlib.Path, seed: int) -> dict:
+  """A finished run's figures from its history (metrics.summarise_count_accuracy and its last evaluation)."""
+  final = metrics.read_evaluations(workdir)[-1]
+  row = dict(seed=seed, final_step=final['step'], train_seconds=final['train_seconds'], elbo=final['elbo'],
+             reconstruction_mse=final['reconstruction_mse'], mean_steps=final['mean_steps'])
+  if 'count_accuracy' in final:
+    counts = metrics.summarise_count_accuracy(workdir, THRESHOLDS)
+    evaluations = metrics.read_evaluations(workdir)
+    reached = counts['crossings'][0.98]
+    row.update(final_accuracy=counts['final_accuracy'], best_accuracy=counts['best_accuracy'],
+               confusion=final['confusion'],
+               crossings={str(t): counts['crossings'][t] for t in THRESHOLDS},
+               lowest_after_98=(min(r['count_accuracy'] for r in evaluations if r['step'] >= reached[0])
+                                if reached else None),
+               curve=counts['curve'])
+  for name in ('accuracy_by_layout', 'objects'):
+    if name in final:
+      row[name] = final[name]
+  return row
+
+
+def markdown(rows, command: str, record: dict) -> str:
+  lines = [f'Command: `{command}`', '', f'Commit {record["commit"]}, {record["machine"]}, {record["date"]}.', '']
+  if all('final_accuracy' in r for r in rows):
+    lines += ['| seed | to 95% (step, train s) | to 98% (step, train s) | lowest after 98% | final | train s (all) | ELBO |',
+              '|---|---|---|---|---|---|---|']
+    cell = lambda c: 'not reached' if c is None else f'{c[0]:,}, {c[1]:.0f} s'
+    for r in rows:
+      low = '' if r['lowest_after_98'] is None else f'{r["lowest_after_98"]:.4f}'
+      lines.append(f'| {r["seed"]} | {cell(r["crossings"]["0.95"])} | {cell(r["crossings"]["0.98"])} | {low} | '
+                   f'{r["final_accuracy"]:.4f} | {r["train_seconds"]:.0f} | {r["elbo"]:.1f} |')
+    layouts = [r for r in rows if 'accuracy_by_layout' in r]
+    if layouts:
+      names = list(layouts[0]['accuracy_by_layout'])
+      lines += ['', '| seed | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
+      for r in layouts:
+        lines.append(f'| {r["seed"]} | ' + ' | '.join(f'{a:.3f} ({n})' for a, n in
+                                                      (r['accuracy_by_layout'][k] for k in names)) + ' |')
+  else:
+    lines += ['| seed | final step | train s | ELBO | reconstruction MSE | mean steps |', '|---|---|---|---|---|---|']
+    for r in rows:
+      lines.append(f'| {r["seed"]} | {r["final_step"]:,} | {r["train_seconds"]:.0f} | {r["elbo"]:.1f} | '
+                   f'{r["reconstruction_mse"]:.5f} | {r["mean_steps"]:.2f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  if len(argv) > 1:
+    launch.fail(f'unexpected arguments {argv[1:]}')
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    launch.fail(f'--seeds must be comma-separated integers, got {",".join(_SEEDS.value)}')
+  output = pathlib.Path(_OUTPUT.value)
+  if not output.parent.is_dir():
+    launch.fail(f'--output: no such directory: {output.parent}')
+  root = pathlib.Path(_WORKDIR.value)
+  rows = []
+  for seed in seeds:
+    config = _CONFIG.value.copy_and_resolve_references()
+    config.seed = seed
+    workdir = root / f'seed{seed}'
+    print(f'seed {seed}: {workdir}', flush=True)
+    try:
+      train.train_and_evaluate(config, str(workdir), log=lambda line: print('  ' + line, flush=True))
+    except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
+      launch.fail(str(e))
+    rows.append(summary(workdir, seed))
+  command = 'python experiments/seeds.py ' + ' '.join(sys.argv[1:])
+  record = dict(command=command, commit=commit(), date=datetime.date.today().isoformat(),
+                machine=f'{platform.machine()} CPU, {os.cpu_count()} cores', config=json.loads(
+                    _CONFIG.value.to_json_best_effort()), runs=rows)
+  output.with_suffix('.json').write_text(json.dumps(record, indent=1, default=lambda x: np.asarray(x).tolist()))
+  output.with_suffix('.md').write_text(markdown(rows, command, record))
+  print(markdown(rows, command, record))
+  print(f'wrote {output.with_suffix(".json")} and {output.with_suffix(".md")}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=launch.parse_flags)
