@@ -55,10 +55,10 @@ def time_train_step(config, batch_size: int, precision: str, steps: int, repeats
   config.batch_size = batch_size
   config.model.matmul_dtype = precision
   models = models_lib.build(config)
-  size = config.data.canvas_size
+  height, width = models.scene.image_shape
   rng = np.random.default_rng(0)
   batch = parallel.put_batch(dict(
-      image=rng.integers(0, 256, (batch_size, size, size), dtype=np.uint8)[parallel.process_slice(batch_size)],
+      image=rng.integers(0, 256, (batch_size, height, width), dtype=np.uint8)[parallel.process_slice(batch_size)],
       count=rng.integers(0, 3, (batch_size,)).astype(np.int32)[parallel.process_slice(batch_size)]), mesh)
   images, counts = batch['image'], batch['count']
   key = jax.random.key(0)

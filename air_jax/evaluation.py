@@ -12,7 +12,7 @@ from air_jax.data import pipeline
 
 
 def evaluate(eval_step, params, source, batch_size: int, key: jax.Array, max_count: int,
-             evaluators: Sequence[str] = ('steps', 'counts'), mesh=None) -> Dict[str, Any]:
+             evaluators: Sequence[str], mesh=None) -> Dict[str, Any]:
   """Over a random-access source: the mean ELBO, the mean squared error of the reconstruction (the
   canvas of q's modes), and the figures of the named air_jax.evaluators (SceneKind.all_evaluators)."""
   if not len(source):

@@ -5,15 +5,16 @@
 
 IN.npz holds one array [N, H, W] (key 'images', or the file's only array): uint8 0-255 or float
 0-1, H x W the size the model was trained on. FOLDER holds PNG/JPEG images (or --images names one),
-read in file-name order as greyscale (white digits on black, like MNIST); square images of another
-size are resized to the model's, others are refused. --visualize draws the first
---visualize_images images with their windows, glimpses and patches (see air_jax.visualize).
-OUT.npz gets, with `steps` = the model's max steps:
-  count [N]                 objects found (steps with z_pres on, using q's modes)
+read in file-name order as greyscale (white digits on black, like MNIST; air_jax.data.images);
+square images of another size are resized to the model's, others are refused. --visualize draws
+the first --visualize_images images as air_jax.visualize does.
+OUT.npz gets, with `steps` = the model's object slots:
+  count [N]                 objects found (slots before the first absent one, q's modes)
   z_pres_prob [N, steps]    q(z_pres_i = 1 | x, z_<i)
-  z_where [N, steps, 3]     (s, x, y); see air_jax.glimpse
-  boxes [N, steps, 4]       (top, left, height, width) in canvas pixels
-  z_what [N, steps, D]
+  reconstruction_mse [N]    mean squared error of the modes' reconstruction
+and the scene kind's summary of each slot's object: 2D z_where [N, steps, 3] ((s, x, y), see
+air_jax.glimpse), boxes [N, steps, 4] ((top, left, height, width) in pixels), z_what [N, steps, D];
+3D identity [N, steps], identity_prob [N, steps, K], position [N, steps, 2], theta [N, steps].
 Bad input ends with one line on stderr and exit status 1.
 """
 import pathlib
@@ -45,7 +46,7 @@ def load_images(path: str | pathlib.Path, canvas_size: int) -> np.ndarray:
   """Reads and checks images (npz, folder of PNG/JPEG, one image file; air_jax.data.images) ->
   float32 [N, H, W] in [0, 1]; square image files of another size are resized to canvas_size."""
   try:
-    images, _ = images_lib.read(path, '--images', canvas_size)
+    images, _ = images_lib.read(path, '--images', canvas_size, resize=True)
   except images_lib.ImagesError as e:
     raise InputError(str(e)) from e
   return sources.to_unit_interval(images)

@@ -3,7 +3,7 @@
     models = build(config)   # validates the config once; every part checks its own settings
     out = models.core.apply({'params': params['model']}, images, rngs={'sample': key})
 
-The loss, the steps, evaluation, pictures and the tools take a Models and never rebuild its parts.
+The loss, the steps, evaluation, pictures and the tools take a Models instead of a config.
 A new inference core plugs in as a module in air_jax/cores/ and a name in CORES.
 """
 import dataclasses
@@ -27,19 +27,17 @@ CORES: Dict[str, Callable[[ml_collections.ConfigDict, scenes.SceneKind], nn.Modu
 @dataclasses.dataclass(frozen=True)
 class Models:
   """A run's parts, built once (build)."""
-  config: ml_collections.ConfigDict  # the validated config (treat as read-only)
+  config: ml_collections.ConfigDict  # the validated, resolved copy of the config (treat as read-only)
   scene: scenes.SceneKind            # what a scene is: its objects, renderer, data, evaluators
   core: nn.Module                    # images -> cores.CoreOutput
   baseline: modules.Baseline         # NVIL's input-dependent baseline
 
-  @property
-  def max_steps(self) -> int:
-    """N: the core's object slots."""
-    return self.config.model.max_steps
-
 
 def build(config: ml_collections.ConfigDict) -> Models:
-  """The Models of a config, validated once (raises ValueError naming the first bad setting)."""
+  """The Models of a config, validated once (raises ValueError naming the first bad setting). The
+  config is copied first and completed by its scene kind (scenes.resolved: settings the kind reads
+  from its data); Models.config is that copy, the one a run saves."""
+  config = scenes.resolved(config.copy_and_resolve_references())
   checks.validate_config(config)
   if config.model.inference not in CORES:
     raise ValueError(f'config.model.inference must be one of {tuple(CORES)}, got {config.model.inference!r}')

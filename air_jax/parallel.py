@@ -75,6 +75,8 @@ def run_padded(fn: Callable[[np.ndarray], Any], array: np.ndarray, batch_size: i
   """fn of array [n <= batch_size, ...] padded with zeros to batch_size rows (one compiled shape
   for every batch), brought to the host, each output's first n rows."""
   n = len(array)
+  if not 0 < n <= batch_size:
+    raise ValueError(f'run_padded takes 1 to batch_size={batch_size} rows, got {n}')
   if n < batch_size:
     array = np.concatenate([array, np.zeros((batch_size - n,) + array.shape[1:], array.dtype)])
   return jax.tree.map(lambda x: np.asarray(x)[:n], to_host(fn(array)))
@@ -82,6 +84,8 @@ def run_padded(fn: Callable[[np.ndarray], Any], array: np.ndarray, batch_size: i
 
 def map_padded(fn: Callable[[np.ndarray, int], Any], array: np.ndarray, batch_size: int) -> Any:
   """fn(chunk, start) over array in chunks of batch_size rows (run_padded), outputs concatenated."""
+  if not len(array):
+    raise ValueError('map_padded: no rows to run on')
   outputs = [run_padded(lambda chunk: fn(chunk, start), array[start:start + batch_size], batch_size)
              for start in range(0, len(array), batch_size)]
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)

@@ -62,8 +62,8 @@ def init_state(models, key: jax.Array) -> TrainState:
   config = models.config
   model_key, sample_key, baseline_key = jax.random.split(key, 3)
   images = jnp.zeros((1,) + models.scene.image_shape, jnp.float32)
-  model_params = models.core.init({'params': model_key, 'sample': sample_key}, images)['params']
-  out = jax.eval_shape(lambda: models.core.apply({'params': model_params}, images, use_mode=True))
+  out, variables = models.core.init_with_output({'params': model_key, 'sample': sample_key}, images)
+  model_params = variables['params']
   baseline_params = models.baseline.init(baseline_key, jnp.zeros(out.image_features.shape, jnp.float32),
                                          jnp.zeros(out.hidden.shape, jnp.float32))['params']
   params = {'model': model_params, 'baseline': baseline_params}
@@ -108,7 +108,7 @@ def z_pres_prior_at(step: jax.Array, objective: ml_collections.ConfigDict) -> ja
 
 
 def make_train_step(models, mesh=None):
-  """(state, images uint8 [B, H, W], counts [B], root_key) -> (state, metrics), compiled once for
+  """(state, images [B, H, W] uint8 or float in [0, 1], counts [B], root_key) -> (state, metrics), compiled once for
   the mesh (default: all devices): batch sharded over 'data', state replicated, state donated.
 
   A step whose loss or any gradient is not finite changes nothing but the step counter (so the

@@ -1,7 +1,7 @@
 """The train loop of every scene kind: train_and_evaluate.
 
-Data flows one way: scenes (the scene kind's sources) -> uint8 batch -> train_step(state, batch,
-root_key) -> metrics / checkpoints / evaluations. Killed, it resumes from its latest checkpoint
+Data flows one way: the scene kind's sources -> batch (images uint8 or float in [0, 1], counts) ->
+train_step(state, images, counts, root_key) -> metrics / checkpoints / evaluations. Killed, it resumes from its latest checkpoint
 and loses nothing (the batch order and the step keys are functions of the step).
 """
 import pathlib
@@ -68,6 +68,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   checks.check_resumable(workdir, config)
   scene = models.scene
   train_source, eval_source = scene.sources(log)  # bad data fail here, before the workdir is written
+  if len(train_source) < config.batch_size:
+    raise ValueError(f'config.batch_size={config.batch_size} exceeds the {len(train_source)} training examples')
   workdir.mkdir(parents=True, exist_ok=True)
   metrics_lib.save_config(config, workdir)
 

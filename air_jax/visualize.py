@@ -4,8 +4,8 @@
     python -m air_jax.visualize --workdir=W --images=IN --output=OUT.png
 
 IN is what `air_jax.infer` reads: an npz [N, H, W], a folder of PNG/JPEG images or one image file.
-Without --images the pictures show the run's held-out scenes (composed from MNIST test digits with
-its eval counts and seed, as its evaluations use) with their true counts.
+Without --images the pictures show the run's held-out scenes (its scene kind's eval split, as its
+evaluations use) with their true counts.
 """
 import argparse
 import pathlib
@@ -16,6 +16,7 @@ import numpy as np
 from air_jax import infer
 from air_jax import launch
 from air_jax import pictures
+from air_jax.data import sources
 
 
 def held_out_scenes(scene, start: int, num: int) -> Dict[str, np.ndarray]:
@@ -77,12 +78,10 @@ def parse_flags(argv):
 
 def main(args) -> None:
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from air_jax.data import mnist as mnist_lib  # pylint: disable=g-import-not-at-top
-  from air_jax.data import omniglot  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown the result
   try:
     picture = render(args.workdir, args.output, args.images, args.num_images, args.start, args.scale)
-  except (infer.InputError, mnist_lib.MnistUnavailableError, omniglot.OmniglotUnavailableError) as e:
+  except (infer.InputError, sources.UnavailableError) as e:
     launch.fail(str(e))
   print(f'wrote {args.output}: {picture.shape[1]}x{picture.shape[0]} pixels')
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from air_jax import evaluation
 from air_jax import checkpoints
+from air_jax import configs
 from air_jax import downstream
 from air_jax import launch
 from air_jax import metrics
@@ -134,7 +135,7 @@ def load_air(air_workdir: pathlib.Path):
     raise UsageError(f'--air_workdir: no such directory: {air_workdir}')
   if not (air_workdir / 'config.json').is_file():
     raise UsageError(f'--air_workdir: {air_workdir} has no config.json: not a training workdir')
-  config = metrics.load_config(air_workdir)
+  config = configs.with_defaults(metrics.load_config(air_workdir))
   step = None
   if (air_workdir / 'checkpoints').is_dir():
     checkpointer = checkpoints.Checkpointer(air_workdir, create=False)

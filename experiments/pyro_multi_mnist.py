@@ -9,8 +9,9 @@ copied): each 50x50 scene holds 0-2 digits (uniform); each digit is shrunk by a 
 N(1.3, 0.1^2) (side int(28 / factor), PIL's default resampling) and placed at a uniform offset in
 each axis; the digits are added, and a scene whose sum passes 255 anywhere is drawn again (ink may
 touch and overlap, as long as the sum stays in range). train.npz: MNIST train digits, test.npz:
-MNIST test digits (Pyro's example trains on train digits and reports on its training set).
-Each file holds images [N, 50, 50] uint8 and counts [N].
+MNIST test digits (Pyro's example trains on train digits and reports on its training set);
+validation.npz: another draw of scenes of MNIST train digits, to choose settings on. Each file
+holds images [N, 50, 50] uint8 and counts [N].
 """
 import pathlib
 
@@ -25,7 +26,9 @@ from air_jax.data import mnist as mnist_lib
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Folder to write train.npz and test.npz into.')
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 60_000, 'Scenes of MNIST train digits.')
 _NUM_TEST = flags.DEFINE_integer('num_test', 10_000, 'Scenes of MNIST test digits.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the composing (test: seed + 1).')
+_NUM_VALIDATION = flags.DEFINE_integer('num_validation', 10_000, 'Scenes of MNIST train digits, another draw '
+                                       'than train.npz: the split to choose settings on.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the composing (test: seed + 1, validation: seed + 2).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', "MNIST cache folder ('' = $AIR_JAX_DATA_DIR or ~/.cache/air_jax).")
 flags.mark_flags_as_required(['output_dir'])
 
@@ -66,7 +69,8 @@ def main(argv):
   output.mkdir(parents=True, exist_ok=True)
   digits = mnist_lib.load_mnist(_DATA_DIR.value or None)
   for name, images, num, seed in (('train', digits.train_images, _NUM_TRAIN.value, _SEED.value),
-                                  ('test', digits.test_images, _NUM_TEST.value, _SEED.value + 1)):
+                                  ('test', digits.test_images, _NUM_TEST.value, _SEED.value + 1),
+                                  ('validation', digits.train_images, _NUM_VALIDATION.value, _SEED.value + 2)):
     scenes, counts = compose(images, num, seed)
     np.savez_compressed(output / f'{name}.npz', images=scenes, counts=counts)
     print(f'wrote {output / f"{name}.npz"}: {num} scenes, counts {np.bincount(counts).tolist()}')

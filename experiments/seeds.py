@@ -21,6 +21,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from air_jax import launch
@@ -97,6 +98,7 @@ def markdown(rows, command: str, record: dict) -> str:
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown progress
   if len(argv) > 1:
     launch.fail(f'unexpected arguments {argv[1:]}')
   try:

@@ -97,7 +97,7 @@ def evaluate_counts(config, params, eval_step, counts, num_eval: int, mesh) -> d
   cache_dir = pathlib.Path(config.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
   source = sources.materialise_cached(scenes, cache_dir, 'test')
   result = evaluation.evaluate(eval_step, params, source, config.eval_batch_size,
-                               jax.random.key(config.seed), config.model.max_steps, mesh=mesh)
+                               jax.random.key(config.seed), config.model.max_steps, ('steps', 'counts'), mesh)
   return dict(count_accuracy=result['count_accuracy'], confusion=result['confusion'].tolist())
 
 

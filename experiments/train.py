@@ -1,7 +1,7 @@
 """Train AIR on Multi-MNIST and report held-out count accuracy as it goes.
 
     python experiments/train.py --workdir=/tmp/air                      # default config
-    python experiments/train.py --config=air_jax/configs/default.py:smoke --workdir=/tmp/smoke \\
+    python experiments/train.py --config=air_jax/configs/multi_mnist.py:smoke --workdir=/tmp/smoke \\
         --config.num_train_steps=10
 Re-running with the same workdir resumes from its latest checkpoint. Compiled programs are kept
 in XLA's persistent cache under <data dir>/xla ($JAX_COMPILATION_CACHE_DIR overrides it), so a later

@@ -67,7 +67,7 @@ def test_a_folder_of_pngs_of_another_size_reports_the_steps_used(tmp_path):
     (dict(images=np.zeros((4, 50, 50), np.int16)), 'dtype must be uint8 (0-255) or float (0-1), got int16'),
     (dict(images=np.zeros((4, 50, 40), np.uint8)), 'images must be square, got 50x40'),
     (dict(images=np.zeros((4, 50, 50), np.uint8), counts=np.zeros(3, np.int32)), 'counts must be [N] = [4]'),
-    (dict(images=np.zeros((4, 50, 50), np.uint8), counts=np.full(4, 7, np.int32)), 'counts go up to 7'),
+    (dict(images=np.zeros((4, 50, 50), np.uint8), counts=np.full(4, 7, np.int32)), 'its counts=(7,) has more objects than config.model.max_steps=3'),
 ])
 def test_bad_train_file_is_one_line_and_nothing_written(tmp_path, bad, fragment):
   np.savez(tmp_path / 'train.npz', **bad)

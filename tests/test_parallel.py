@@ -121,9 +121,24 @@ def test_checkpoint_moves_between_meshes(tmp_path, meshes, config, scene_batch, 
   assert devices == {target_mesh.devices.size}
 
 
-def test_global_batch_size(meshes, config):
+def test_resolved_global_batch_size(meshes, config):
   config = config.copy_and_resolve_references()
   assert train.resolved(config, meshes[1]).batch_size == config.batch_size
   config.per_device_batch_size = 3
   assert train.resolved(config, meshes[1]).batch_size == 12
   assert train.resolved(config, meshes[0]).batch_size == 3
+
+
+def test_map_padded_runs_chunks_of_one_shape_and_unpads():
+  shapes = []
+  def double(chunk, start):
+    shapes.append(chunk.shape)
+    return {'x': chunk * 2, 'start': np.full(len(chunk), start)}
+  out = parallel.map_padded(double, np.arange(10, dtype=np.float32), 4)
+  assert shapes == [(4,)] * 3
+  np.testing.assert_array_equal(out['x'], np.arange(10) * 2)
+  np.testing.assert_array_equal(out['start'], [0] * 4 + [4] * 4 + [8] * 2)
+  with pytest.raises(ValueError, match='no rows'):
+    parallel.map_padded(double, np.zeros((0,)), 4)
+  with pytest.raises(ValueError, match='1 to batch_size=4 rows, got 5'):
+    parallel.run_padded(lambda chunk: chunk, np.zeros(5), 4)

@@ -266,7 +266,8 @@ def test_evaluate_pads_and_counts():
   images = np.zeros((10, 4, 4), np.uint8)
   images[[1, 4, 9]] = 1
   source = sources.InMemory(dict(image=images, count=np.array([0, 1, 0, 0, 2, 0, 0, 0, 0, 1], np.int32)))
-  result = evaluation.evaluate(fake_eval_step, None, source, 4, jax.random.key(0), max_count=2)
+  result = evaluation.evaluate(fake_eval_step, None, source, 4, jax.random.key(0), max_count=2,
+                               evaluators=('steps', 'counts'))
   assert seen_shapes == [(4, 4, 4)] * 3
   assert result['count_accuracy'] == pytest.approx(0.9)
   assert result['elbo'] == pytest.approx(-(4 * 1 + 4 * 2 + 2 * 3) / 10)
@@ -292,7 +293,7 @@ def test_evaluate_pads_and_counts():
   np.testing.assert_allclose(result['steps_used'], [0.7, 0.3, 0.0])
   with pytest.raises(ValueError, match='no examples'):
     evaluation.evaluate(fake_eval_step, None, sources.InMemory(dict(image=images[:0], count=np.zeros(0))),
-                        4, jax.random.key(0), max_count=2)
+                        4, jax.random.key(0), max_count=2, evaluators=('steps',))
 
 
 def eval_steps(history):
@@ -454,3 +455,15 @@ def test_confusion_matrix():
   np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 1], [1, 0, 1]])
   text = metrics_lib.format_confusion(matrix)
   assert text.splitlines()[0].startswith('true\\inferred')
+
+
+def test_a_3d_run_saved_before_the_test_split_reads_its_held_out_seed_as_validation():
+  from air_jax import configs  # pylint: disable=g-import-not-at-top
+  from air_jax.configs import shapes_3d as shapes_3d_config  # pylint: disable=g-import-not-at-top
+  old = shapes_3d_config.get_config('smoke')
+  for name in ('validation_seed', 'test_seed', 'eval_split'):
+    del old.data[name]
+  old.data.eval_seed = 2  # what such a run saved
+  read = configs.with_defaults(old)
+  assert (read.data.eval_split, read.data.validation_seed, read.data.test_seed) == ('validation', 2, 1001)
+  assert 'eval_seed' not in read.data

@@ -28,7 +28,8 @@ class CoreOutput(NamedTuple):
   objects: Dict[str, jax.Array]  # [B, N, ...] each slot's object latents (the scene kind's names)
   canvas: jax.Array         # [B, H, W] the rendering of the present objects: the likelihood's mean
   hidden: jax.Array         # [B, N, L] the state each slot's latents were predicted from
-  image_features: jax.Array  # [B, F] the core's features of the whole image (the NVIL baseline reads them)
+  image_features: jax.Array  # [B, F] the core's features of the whole image, which the NVIL baseline reads
+                            # (recurrent: the image's share of the LSTM gates, W phi(x) + b, F = 4 lstm_size)
 
 
 def count_of(z_pres: jax.Array) -> jax.Array:

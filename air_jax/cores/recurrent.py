@@ -19,7 +19,7 @@ With model.memoryless (DAIR only) the LSTM starts every step from a zero state a
 the previous latents: each step infers the next object from x - canvas_<i alone.
 """
 import dataclasses
-from typing import Any, Callable, Tuple
+from typing import Callable, Tuple
 
 import chex
 import flax.linen as nn
@@ -29,6 +29,7 @@ import ml_collections
 
 from air_jax import modules
 from air_jax.cores import CoreOutput
+from air_jax.scenes import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,7 @@ class RecurrentStep(nn.Module):
   """One attend-infer-repeat step, scanned over N steps with parameters shared. The scene kind's
   predict / sample / draw create their submodules in this module's scope."""
   options: RecurrentOptions
-  scene: Any      # the run's air_jax.scenes.base.SceneKind
+  scene: base.SceneKind  # the run's scene kind
   use_mode: bool  # True: take q's modes (evaluation); False: sample
   image_features: Callable[[jax.Array], jax.Array]  # phi: images [B, H, W] -> [B, F] (shared with the core)
 
@@ -110,7 +111,7 @@ class RecurrentCore(nn.Module):
   """images [B, H, W] in [0, 1] -> CoreOutput (N = options.max_steps slots, one per step; z_pres is
   a cumulative product, so present steps come first). Randomness comes from the 'sample' stream."""
   options: RecurrentOptions
-  scene: Any  # the run's air_jax.scenes.base.SceneKind
+  scene: base.SceneKind  # the run's scene kind
 
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False) -> CoreOutput:

@@ -11,7 +11,6 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from air_jax.data import sources
 
 SUFFIXES = ('.png', '.jpg', '.jpeg')
 
@@ -20,14 +19,15 @@ class ImagesError(ValueError):
   """Images the library cannot use; the message says what is wrong, in one line."""
 
 
-def read(path, what: str = '--images', size: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-  """(images [N, S, S] uint8 or float32 in [0, 1], counts [N] int32 or None) of an npz, a folder of
-  PNG/JPEG or one image file. size: the side the images must have (an npz) or are resized to (square
-  image files of another side); None: the side of the images, all of one size and square.
-  `what` names the input in messages (a flag or a config field)."""
+def read(path, what: str = '--images', size: Optional[int] = None,
+         resize: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """(images [N, S, S] uint8, or float32 in [0, 1] from a float npz; counts [N] int32 or None) of an
+  npz, a folder of PNG/JPEG or one image file, all square and of one side S: size where given, else
+  their own. resize: square image files of another side are resized to size (inference), else
+  refused (training data). `what` names the input in messages (a flag or a config field)."""
   path = pathlib.Path(path)
   if path.is_dir() or path.suffix.lower() in SUFFIXES:
-    return _read_files(path, what, size), None
+    return _read_files(path, what, size, resize), None
   if not path.is_file():
     raise ImagesError(f'{what}: no such file: {path}')
   return _read_npz(path, what, size)
@@ -52,10 +52,10 @@ def _read_npz(path: pathlib.Path, what: str, size: Optional[int]):
     raise ImagesError(f'{what}: expected an array [N, H, W], got shape {images.shape}')
   if images.shape[0] == 0:
     raise ImagesError(f'{what}: the array holds no images (N = 0)')
+  if size is not None and images.shape[1:] != (size, size):
+    raise ImagesError(f'{what}: the model takes {size}x{size} images, got {images.shape[1]}x{images.shape[2]}')
   if images.shape[1] != images.shape[2]:
     raise ImagesError(f'{what}: images must be square, got {images.shape[1]}x{images.shape[2]}')
-  if size is not None and images.shape[1] != size:
-    raise ImagesError(f'{what}: the model takes {size}x{size} images, got {images.shape[1]}x{images.shape[2]}')
   if images.dtype != np.uint8:
     if not np.issubdtype(images.dtype, np.floating):
       raise ImagesError(f'{what}: dtype must be uint8 (0-255) or float (0-1), got {images.dtype}')
@@ -77,6 +77,22 @@ def _read_npz(path: pathlib.Path, what: str, size: Optional[int]):
   return images, counts
 
 
+def side_of(path, what: str = '--images') -> int:
+  """The side S of the images at path, read from the npz's array header or the first image file
+  (the images themselves are not loaded); read() checks them all."""
+  path = pathlib.Path(path)
+  if path.is_dir() or path.suffix.lower() in SUFFIXES:
+    from PIL import Image  # pylint: disable=g-import-not-at-top  (PIL loads only for image files)
+    first = files(path, what)[0]
+    try:
+      with Image.open(first) as image:
+        return image.size[0]
+    except Exception as e:  # pylint: disable=broad-except
+      raise ImagesError(f'{what}: {first} is not a readable PNG or JPEG image ({type(e).__name__}: {e})') from e
+  images, _ = read(path, what)  # an npz: read and checked once here (it is read again when trained on)
+  return images.shape[1]
+
+
 def files(path: pathlib.Path, what: str = '--images') -> list:
   """The PNG/JPEG files of a folder in file-name order, or [path] for one image file."""
   if path.is_dir():
@@ -91,7 +107,7 @@ def files(path: pathlib.Path, what: str = '--images') -> list:
 
 
 def read_file(path: pathlib.Path, size: Optional[int] = None, what: str = '--images') -> np.ndarray:
-  """One PNG/JPEG -> greyscale float32 [S, S] in [0, 1]: colour becomes luma (PIL's 'L'), alpha is
+  """One PNG/JPEG -> greyscale uint8 [S, S]: colour becomes luma (PIL's 'L'), alpha is
   dropped; a square image of another side than size is resized (area average when shrinking,
   bilinear when growing); an image that is not square is refused."""
   from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top  (PIL loads only for image files)
@@ -111,16 +127,18 @@ def read_file(path: pathlib.Path, size: Optional[int] = None, what: str = '--ima
   if size is not None and width != size:
     resample = Image.Resampling.BOX if width > size else Image.Resampling.BILINEAR
     image = image.resize((size, size), resample)
-  return sources.to_unit_interval(np.asarray(image))
+  return np.asarray(image, np.uint8)
 
 
-def _read_files(path: pathlib.Path, what: str, size: Optional[int]) -> np.ndarray:
+def _read_files(path: pathlib.Path, what: str, size: Optional[int], resize: bool) -> np.ndarray:
   found = files(path, what)
-  if size is None:  # no resizing: every image keeps its side, and all must share it
-    images = [read_file(f, None, what) for f in found]
-    sides = sorted({image.shape[0] for image in images})
-    if len(sides) > 1:
-      raise ImagesError(f'{what}: the images of {path} have mixed sizes ({", ".join(f"{s}x{s}" for s in sides)}); '
-                        'give them one size')
-    return np.stack(images)
-  return np.stack([read_file(f, size, what) for f in found])
+  if resize and size is not None:
+    return np.stack([read_file(f, size, what) for f in found])
+  images = [read_file(f, None, what) for f in found]  # every image keeps its side
+  sides = sorted({image.shape[0] for image in images})
+  if len(sides) > 1:
+    raise ImagesError(f'{what}: the images of {path} have mixed sizes ({", ".join(f"{s}x{s}" for s in sides)}); '
+                      'give them one size')
+  if size is not None and sides[0] != size:
+    raise ImagesError(f'{what}: the model takes {size}x{size} images, got {sides[0]}x{sides[0]}')
+  return np.stack(images)

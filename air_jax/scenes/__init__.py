@@ -17,12 +17,24 @@ KINDS = {'multi_mnist': 'air_jax.scenes.multi_mnist', 'omniglot': 'air_jax.scene
          'shapes_3d': 'air_jax.scenes.shapes_3d', 'images': 'air_jax.scenes.images'}
 
 
-def build(config: ml_collections.ConfigDict) -> SceneKind:
-  """The scene kind of a config (config.scene_kind), built once; raises ValueError on a bad setting.
-  Call it through air_jax.models.build, which validates the rest of the config first."""
+def kind_of(config: ml_collections.ConfigDict):
+  """The SceneKind subclass that config.scene_kind names."""
   if config.scene_kind not in KINDS:
     raise ValueError(f'config.scene_kind must be one of {tuple(KINDS)}, got {config.scene_kind!r}')
-  return importlib.import_module(KINDS[config.scene_kind]).Scene(config)
+  kind = importlib.import_module(KINDS[config.scene_kind]).Scene
+  assert kind.name == config.scene_kind, (kind.name, config.scene_kind)
+  return kind
+
+
+def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config completed by its kind (SceneKind.resolved), in place."""
+  return kind_of(config).resolved(config)
+
+
+def build(config: ml_collections.ConfigDict) -> SceneKind:
+  """The scene kind of a config (config.scene_kind), built once; raises ValueError on a bad setting.
+  Call it through air_jax.models.build, which resolves and validates the config first."""
+  return kind_of(config)(config)
 
 
 def max_count(config: ml_collections.ConfigDict) -> int:

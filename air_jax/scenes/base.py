@@ -44,6 +44,12 @@ class SceneKind(abc.ABC):
     self.dtype = jnp.dtype(config.model.matmul_dtype)  # of the dense products (modules.matmul)
     self.check()
 
+  @classmethod
+  def resolved(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """config with the settings the kind derives from its data filled in (changed in place and
+    returned), so the config a run saves reproduces it anywhere: none here."""
+    return config
+
   # --- what the core and the loop read ---
   @property
   @abc.abstractmethod
@@ -119,7 +125,8 @@ class SceneKind(abc.ABC):
   @abc.abstractmethod
   def scenes(self, split: str):
     """The unmaterialised random-access source of a split ('train', or an eval split) of
-    {'image' uint8 [H, W], 'count' int32 (-1: unknown), ...}, with a cache_name(split)."""
+    {'image' [H, W] uint8 (or float in [0, 1]), 'count' int32 (-1: unknown), ...}, with a
+    cache_name(split) where the default sources() caches it."""
 
   def cache_dir(self) -> pathlib.Path:
     return pathlib.Path(self.data.data_dir or mnist.default_data_dir()) / 'scenes'

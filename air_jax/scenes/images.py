@@ -2,7 +2,8 @@
 and evaluated on images the user brings (air_jax.data.images: an npz or a folder of PNG/JPEG).
 
 config.data.train_path and eval_path name the two sets; every image is square, of one side
-(config.data.canvas_size, or 0: the side of the train images). Where both npz files carry
+(config.data.canvas_size, or 0: the side of the train images, written into the run's config).
+Where both npz files carry
 `counts`, evaluation reports the count accuracy; otherwise the steps used (as Omniglot).
 """
 import pathlib
@@ -33,8 +34,22 @@ class Scene(multi_mnist.Scene):
   """Images read from config.data.train_path / eval_path; objects as in multi_mnist.Scene."""
 
   name = 'images'
-  making_sources = 'reading'
   evaluators = ()
+
+  @classmethod
+  def resolved(cls, config):
+    """The paths made absolute and canvas_size 0 replaced by the side of the train images, so that
+    the saved config of a run finds its data and builds its model from any folder."""
+    data = config.data
+    for field in SPLIT_PATHS.values():
+      if data[field]:
+        data[field] = str(pathlib.Path(data[field]).expanduser().absolute())
+    if data.canvas_size == 0 and data.train_path:
+      try:
+        data.canvas_size = images_lib.side_of(data.train_path, 'config.data.train_path')
+      except images_lib.ImagesError as e:
+        raise ValueError(str(e)) from e
+    return config
 
   def __init__(self, config):
     self._splits: Dict[str, sources.InMemory] = {}
@@ -45,19 +60,15 @@ class Scene(multi_mnist.Scene):
       if not self.data[field]:
         raise ValueError(f'config.data.{field} is empty: name an npz (images [N, H, W], optional counts [N]) '
                          'or a folder of PNG/JPEG images')
-    if not self.data.canvas_size >= 0:
-      raise ValueError(f'config.data.canvas_size must be >= 0 (0: the side of the train images), '
-                       f'got {self.data.canvas_size}')
+    if not self.data.canvas_size > 0:
+      raise ValueError(f'config.data.canvas_size must be positive (0 before the config is resolved: the side '
+                       f'of the train images), got {self.data.canvas_size}')
     super().check()
 
   @property
   def eval_split(self) -> str:
     return 'test'  # the images of config.data.eval_path
 
-  @property
-  def image_shape(self):
-    side = self.data.canvas_size or self.scenes('train').arrays['image'].shape[1]
-    return (side, side)
 
   @property
   def has_counts(self) -> bool:
@@ -69,15 +80,14 @@ class Scene(multi_mnist.Scene):
       raise ValueError(f'an images split is one of {tuple(SPLIT_PATHS)}, got {split!r}')
     if split not in self._splits:
       field = SPLIT_PATHS[split]
-      size = self.data.canvas_size or (None if split == 'train' else self.image_shape[0])
+      size = self.data.canvas_size
       try:
         images, counts = images_lib.read(self.data[field], f'config.data.{field}', size)
       except images_lib.ImagesError as e:
         raise ValueError(str(e)) from e
-      if counts is not None and counts.max() > self.model.max_steps:
-        raise ValueError(f'config.data.{field}: counts go up to {counts.max()}; config.model.max_steps='
-                         f'{self.model.max_steps} steps can represent at most that many objects')
-      if counts is None:
+      if counts is not None:
+        sources.check_counts(f'config.data.{field}: its counts', sorted(set(counts.tolist())), self.model.max_steps)
+      else:
         counts = np.full(len(images), -1, np.int32)
       self._splits[split] = sources.InMemory(dict(image=images, count=counts))
     return self._splits[split]
