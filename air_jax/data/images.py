@@ -7,6 +7,7 @@ in file-name order as greyscale (white objects on black, like MNIST); a folder h
 input raises ImagesError with one line naming what is wrong.
 """
 import pathlib
+import zipfile
 from typing import Optional, Tuple
 
 import numpy as np
@@ -89,7 +90,20 @@ def side_of(path, what: str = '--images') -> int:
         return image.size[0]
     except Exception as e:  # pylint: disable=broad-except
       raise ImagesError(f'{what}: {first} is not a readable PNG or JPEG image ({type(e).__name__}: {e})') from e
-  images, _ = read(path, what)  # an npz: read and checked once here (it is read again when trained on)
+  try:  # an npz: the shape from its images array's header; the pixels are read (and checked) when used
+    with zipfile.ZipFile(path) as archive:
+      names = [n for n in archive.namelist() if n.endswith('.npy')]
+      name = 'images.npy' if 'images.npy' in names else (names[0] if len(names) == 1 else None)
+      if name is not None:
+        with archive.open(name) as member:
+          major, _ = np.lib.format.read_magic(member)
+          header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+          shape = header(member)[0]
+        if len(shape) == 3 and shape[1] == shape[2]:
+          return int(shape[1])
+  except (OSError, ValueError, zipfile.BadZipFile):
+    pass
+  images, _ = read(path, what)  # not a plain npz of [N, H, W]: read() says what is wrong
   return images.shape[1]
 
 
