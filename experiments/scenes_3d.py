@@ -44,15 +44,17 @@ from air_jax.scenes import shapes_3d as scene_3d
 
 RUNS = ('one_object_air', 'one_object_cnn', 'one_object_cnn_symmetric', 'counts_air', 'counts_dair')
 CNN_RUNS = ('one_object_cnn', 'one_object_cnn_symmetric')
+ONE_OBJECT_STEPS = 4_000  # one object, 2 steps: learns in half the 0-3 object config's 8,000
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs, the table and the picture go.')
 _RUNS = flags.DEFINE_list('runs', list(RUNS), f'Any of {list(RUNS)}.')
 _NUM_TRAIN = flags.DEFINE_integer('num_train', 20_000, 'Training scenes (the same for AIR and the CNN).')
 _NUM_EVAL = flags.DEFINE_integer('num_eval', 1_000, 'Held-out scenes (another seed).')
-_STEPS = flags.DEFINE_integer('num_train_steps', 5_000, 'AIR training steps per run.')
-_EVAL_EVERY = flags.DEFINE_integer('eval_every_steps', 1_000,
-                                   'AIR runs: steps between held-out evaluations (and checkpoints).')
-_EMA_DECAY = flags.DEFINE_float('ema_decay', 0.0, 'AIR runs: > 0 evaluates an EMA of the parameters '
-                                '(config.ema_decay); 0: the latest parameters.')
+_STEPS = flags.DEFINE_integer('num_train_steps', None, 'AIR training steps per run (default: '
+                               f'{ONE_OBJECT_STEPS} for one object, the config\'s for 0-3 objects).')
+_EVAL_EVERY = flags.DEFINE_integer('eval_every_steps', None, 'AIR runs: steps between held-out '
+                                   "evaluations and checkpoints (default: the config's).")
+_EMA_DECAY = flags.DEFINE_float('ema_decay', None, 'AIR runs: > 0 evaluates an EMA of the parameters, '
+                                "0 the latest parameters (default: the config's).")
 _CNN_STEPS = flags.DEFINE_integer('cnn_steps', 4_000, 'Supervised CNN training steps (batch 64).')
 _GRADIENT = flags.DEFINE_enum('gradient', 'central', ['central', 'spsa'], 'AIR pose gradient estimator.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Cache of rendered scenes (default ~/.cache/air_jax).')
@@ -64,14 +66,21 @@ def air_config(run: str):
   config = shapes_3d_config.get_config('smoke' if _SMOKE.value else None)
   config.data.data_dir = _DATA_DIR.value
   config.objective.gradient = _GRADIENT.value
-  if not _SMOKE.value:
-    config.data.num_train, config.data.num_eval = _NUM_TRAIN.value, _NUM_EVAL.value
-    config.num_train_steps = _STEPS.value
-    config.eval_every_steps = config.checkpoint_every_steps = _EVAL_EVERY.value
-    config.ema_decay = _EMA_DECAY.value
-  if run.startswith('one_object'):
+  one_object = run.startswith('one_object')
+  if one_object:
     config.data.train_counts = config.data.eval_counts = (1,)
     config.model.max_steps = 2
+  if not _SMOKE.value:
+    config.data.num_train, config.data.num_eval = _NUM_TRAIN.value, _NUM_EVAL.value
+    if one_object:
+      config.num_train_steps = ONE_OBJECT_STEPS
+      config.eval_every_steps = config.checkpoint_every_steps = 1_000
+    if _STEPS.value is not None:
+      config.num_train_steps = _STEPS.value
+    if _EVAL_EVERY.value is not None:
+      config.eval_every_steps = config.checkpoint_every_steps = _EVAL_EVERY.value
+    if _EMA_DECAY.value is not None:
+      config.ema_decay = _EMA_DECAY.value
   config.model.difference_input = run.endswith('dair')
   return config
 
