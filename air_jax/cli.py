@@ -3,6 +3,7 @@ as its own main program, exactly as the command beside it does, with the same fl
 
     air-jax-train                  python experiments/train.py
     air-jax-infer                  python -m air_jax.infer
+    air-jax-evaluate               python -m air_jax.evaluate
     air-jax-visualize              python -m air_jax.visualize
     air-jax-benchmark              python experiments/benchmark.py
     air-jax-strong-generalization  python experiments/strong_generalization.py
@@ -69,6 +70,10 @@ def curves() -> None:
 
 def infer() -> None:
   run_module('air_jax.infer')
+
+
+def evaluate() -> None:
+  run_module('air_jax.evaluate')
 
 
 def visualize() -> None:

@@ -13,8 +13,8 @@ from air_jax.data import pipeline
 
 def evaluate(eval_step, params, source, batch_size: int, key: jax.Array, max_count: int,
              evaluators: Sequence[str], mesh=None) -> Dict[str, Any]:
-  """Over a random-access source: the mean ELBO, the mean squared error of the reconstruction (the
-  canvas of q's modes), and the figures of the named air_jax.evaluators (SceneKind.all_evaluators)."""
+  """Over a random-access source: the mean ELBO (and importance_bound, where the eval step gives
+  it), the mean squared error of the reconstruction (the canvas of q's modes), and the figures of the named air_jax.evaluators (SceneKind.all_evaluators)."""
   if not len(source):
     raise ValueError('the evaluation source has no examples')
   mesh = mesh if mesh is not None else parallel.make_mesh()
@@ -27,6 +27,8 @@ def evaluate(eval_step, params, source, batch_size: int, key: jax.Array, max_cou
   scenes = {k: np.concatenate([s[k] for s in scenes]) for k in scenes[0]}
   inferred = {k: np.concatenate([r[k] for r in inferred]) for k in inferred[0]}
   result = dict(elbo=float(inferred['elbo'].mean()), reconstruction_mse=float(inferred['reconstruction_mse'].mean()))
+  if 'importance_bound' in inferred:  # config.eval_importance_samples > 0
+    result['importance_bound'] = float(inferred['importance_bound'].mean())
   result.update(evaluators_lib.run(evaluators, scenes, inferred, max_count))
   return result
 

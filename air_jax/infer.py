@@ -12,6 +12,8 @@ OUT.npz gets, with `steps` = the model's object slots:
   count [N]                 objects found (slots before the first absent one, q's modes)
   z_pres_prob [N, steps]    q(z_pres_i = 1 | x, z_<i)
   reconstruction_mse [N]    mean squared error of the modes' reconstruction
+  count_posterior [N, C+1]  with --count_samples=K: p(count = c | x) from K importance-weighted
+  count_weighted [N]        draws of q (air_jax.bounds), and its most probable count
 and the scene kind's summary of each slot's object: 2D z_where [N, steps, 3] ((s, x, y), see
 air_jax.glimpse), boxes [N, steps, 4] ((top, left, height, width) in pixels), z_what [N, steps, D];
 3D identity [N, steps], identity_prob [N, steps, K], position [N, steps, 2], theta [N, steps].
@@ -26,6 +28,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from air_jax import bounds
 from air_jax import checkpoints
 from air_jax import configs
 from air_jax import evaluation
@@ -34,6 +37,7 @@ from air_jax import metrics
 from air_jax import models as models_lib
 from air_jax import parallel
 from air_jax import pictures
+from air_jax import scenes
 from air_jax import steps
 from air_jax.data import images as images_lib
 from air_jax.data import sources
@@ -96,10 +100,20 @@ def infer(models, params, images: np.ndarray, batch_size: int = 256) -> dict:
   return {k: v for k, v in result.items() if k not in ('elbo', 'z_pres')}
 
 
+def weighted_counts(models, params, images: np.ndarray, draws: int, seed: int = 0) -> dict:
+  """count_posterior [N, C + 1], p(count = c | x) from `draws` importance-weighted draws of q
+  (air_jax.bounds.count_posterior), and count_weighted [N], its most probable count."""
+  log_w, counts = bounds.draw_log_weights(models, params, images, draws, jax.random.key(seed))
+  posterior = bounds.count_posterior(log_w, counts, scenes.max_count(models.config))
+  return dict(count_posterior=posterior.astype(np.float32), count_weighted=posterior.argmax(-1).astype(np.int32))
+
+
 def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path=None,
-        visualize_images: int = 8) -> dict:
+        visualize_images: int = 8, count_samples: int = 0) -> dict:
   if batch_size <= 0:
     raise InputError(f'--batch_size must be positive, got {batch_size}')
+  if count_samples < 0:
+    raise InputError(f'--count_samples must be >= 0 (0: the count of q\'s modes only), got {count_samples}')
   if visualize_path:
     problem = pictures.png_path_problem(visualize_path)
     if problem:
@@ -115,6 +129,8 @@ def run(workdir, images_path, output_path, batch_size: int = 256, visualize_path
   images = load_images(images_path, models.scene.image_shape[0])  # bad input fails before any restore
   params = load_params(workdir, models)
   result = infer(models, params, images, batch_size)
+  if count_samples:
+    result.update(weighted_counts(models, params, images, count_samples))
   np.savez(output_path, **result)
   if visualize_path:
     pictures.save_png(pictures.Pictures(models)(params, images[:visualize_images]), visualize_path)
@@ -132,6 +148,8 @@ def define_flags() -> None:
   flags.DEFINE_string('visualize', None, 'Also write a PNG picture of the first images '
                       '(windows, glimpses, patches, counts) to this file.')
   flags.DEFINE_integer('visualize_images', 8, 'Images in the --visualize picture.')
+  flags.DEFINE_integer('count_samples', 0, '> 0: also count_posterior and count_weighted, the count '
+                       'read from this many importance-weighted draws of q per image.')
 
 
 def main(argv):
@@ -146,7 +164,7 @@ def main(argv):
       sys.exit(1)
   try:
     result = run(args.workdir, args.images, args.output, args.batch_size, args.visualize,
-                 args.visualize_images)
+                 args.visualize_images, args.count_samples)
   except InputError as e:
     print('error: ' + ' '.join(str(e).split()), file=sys.stderr)  # one line, whatever e holds
     sys.exit(1)

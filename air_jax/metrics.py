@@ -21,7 +21,9 @@ def format_evaluation(result: Dict[str, Any], note: str = '') -> str:
   where the counts are known (and the accuracy by layout where reported), else the share of
   images using each number of steps."""
   line = (f'count accuracy {result["count_accuracy"]:.4f}  ' if 'count_accuracy' in result else '') + (
-      f'elbo {result["elbo"]:.1f}  reconstruction mse {result["reconstruction_mse"]:.5f}  '
+      f'elbo {result["elbo"]:.1f}  '
+      + (f'log p(x) >= {result["importance_bound"]:.1f}  ' if 'importance_bound' in result else '')
+      + f'reconstruction mse {result["reconstruction_mse"]:.5f}  '
       f'mean steps {result["mean_steps"]:.2f}  {note}').rstrip()
   if 'accuracy_by_layout' in result:
     line += '\nby layout: ' + ' | '.join(f'{name} {accuracy:.3f} ({scenes})'

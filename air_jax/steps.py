@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from air_jax import bounds
 from air_jax import cores
 from air_jax import loss as loss_lib
 from air_jax import objectives
@@ -172,19 +173,26 @@ def make_train_step(models, mesh=None):
 def make_eval_step(models, mesh=None):
   """(model params, images [B, H, W], key) -> per image: inferred count with q's modes (the slots
   before the first absent one, cores.count_of), ELBO of a sample, the modes' reconstruction error
-  mean((canvas - image)^2) and latents (the scene kind's summary of them)."""
+  mean((canvas - image)^2) and latents (the scene kind's summary of them); with
+  config.eval_importance_samples = K > 0 also importance_bound, the K-draw bound L_K (air_jax.bounds)."""
   config, core = models.config, models.core
+  draws = config.eval_importance_samples
 
   def eval_step(params, images, key):
     images = sources.to_unit_interval(images)
     mode = core.apply({'params': params}, images, use_mode=True)
-    sample = core.apply({'params': params}, images, rngs={'sample': key})
+    sample_key, bound_key = jax.random.split(key)
+    sample = core.apply({'params': params}, images, rngs={'sample': sample_key})
     prior = jnp.float32(config.objective.z_pres_prior)
     terms = loss_lib.elbo_terms_for(models, sample, images, prior)
-    return dict(count=cores.count_of(mode.z_pres), elbo=terms.elbo,
-                reconstruction_mse=((mode.canvas - images) ** 2).mean((1, 2)),
-                z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
-                **models.scene.summary(mode.objects))
+    result = dict(count=cores.count_of(mode.z_pres), elbo=terms.elbo,
+                  reconstruction_mse=((mode.canvas - images) ** 2).mean((1, 2)),
+                  z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
+                  **models.scene.summary(mode.objects))
+    if draws > 0:
+      log_w, _ = jax.vmap(lambda k: bounds.log_weight(models, params, images, k, prior))(jax.random.split(bound_key, draws))
+      result['importance_bound'] = jax.nn.logsumexp(log_w, 0) - jnp.log(draws)
+    return result
 
   mesh = mesh if mesh is not None else parallel.make_mesh()
   data, same = parallel.batch_sharding(mesh), parallel.replicated(mesh)

@@ -17,6 +17,7 @@ SCRIPTS = PYPROJECT['project']['scripts']
 # A flag each command's --help must show (besides the first line of its docstring).
 FLAG_IN_HELP = {
     'air-jax-train': '--workdir', 'air-jax-infer': '--images', 'air-jax-visualize': '--output',
+    'air-jax-evaluate': '--num_samples',
     'air-jax-benchmark': '--batch_sizes', 'air-jax-strong-generalization': '--seeds',
     'air-jax-downstream': '--workdir', 'air-jax-curves': '--thresholds', 'air-jax-build-dataset': '--counts',
 }

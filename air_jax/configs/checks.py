@@ -31,6 +31,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not config.model.z_pres_logit_bound >= 0:
     raise ValueError('config.model.z_pres_logit_bound must be >= 0 (0: unbounded), got '
                      f'{config.model.z_pres_logit_bound}')
+  if not config.eval_importance_samples >= 0:
+    raise ValueError(f'config.eval_importance_samples must be >= 0 (0: none), got {config.eval_importance_samples}')
   objective = config.objective
   for name in ('z_pres_prior', 'z_pres_prior_start'):
     if not 0 < objective[name] < 1:
@@ -54,7 +56,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # Settings a run may change when it resumes; any other difference from the saved config is an error.
 RESUMABLE_SETTINGS = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
                       'max_checkpoints', 'max_nonfinite_in_a_row', 'eval_batch_size', 'data.data_dir',
-                      'data.num_eval')
+                      'data.num_eval', 'eval_importance_samples')
 
 
 def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:

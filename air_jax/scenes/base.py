@@ -104,6 +104,12 @@ class SceneKind(abc.ABC):
   def object_kls(self, out) -> Dict[str, jax.Array]:
     """{name: [B, N]} per-slot KL (and prior penalty) terms of the object latents, unmasked."""
 
+  @abc.abstractmethod
+  def object_log_ratio(self, out) -> jax.Array:
+    """[B, N] log p(v_i) - log q(v_i | ...) of each slot's sampled object latents v_i, unmasked (with
+    the prior penalties object_kls adds, as -log p): the importance weights' share of the objects
+    (air_jax.bounds). Its expectation under q is minus the sum of object_kls."""
+
   def discrete_log_prob(self, out) -> jax.Array:
     """[B, N] log q of each slot's sampled discrete object latents (scored by REINFORCE): none."""
     return jnp.zeros_like(out.z_pres)

@@ -107,6 +107,15 @@ class Scene(base.SceneKind):
         where=objectives.normal_kl(objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale).sum(-1),
         what=objectives.normal_kl(objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0).sum(-1))
 
+  def object_log_ratio(self, out):
+    objects, objective = out.objects, self.objective
+    log_ratio = lambda x, loc, scale, p_loc, p_scale: (
+        objectives.normal_log_prob(x, p_loc, p_scale) - objectives.normal_log_prob(x, loc, scale)).sum(-1)
+    where_loc = jnp.asarray(objective.z_where_prior_loc, jnp.float32)
+    where_scale = jnp.asarray(objective.z_where_prior_scale, jnp.float32)
+    return (log_ratio(objects['z_where'], objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale)
+            + log_ratio(objects['z_what'], objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0))
+
   def summary(self, objects):
     """What evaluation and inference report of q's modes: z_where [B, N, 3], boxes [B, N, 4] (the
     windows in pixels, glimpse.boxes) and z_what [B, N, D]."""

@@ -279,6 +279,19 @@ class Scene(base.SceneKind):
                 pose=position_kl + (jax.nn.softmax(objects['identity_logits']) * rotation_kls).sum(-1),
                 overlap=self.overlap(objects['pose'], out.z_pres), off_floor=self.off_floor(objects['pose']))
 
+  def object_log_ratio(self, out):
+    """log p - log q of the sampled identity (p uniform), position and the identity's rotation u
+    (p = N(0, I)), less the overlap and off-floor penalties."""
+    objects = out.objects
+    pose, identity = objects['pose'], objects['identity']
+    log_ratio = lambda x, loc, scale: (objectives.normal_log_prob(x, 0.0, 1.0) - objectives.normal_log_prob(x, loc, scale)).sum(-1)
+    chosen = lambda x: jnp.take_along_axis(x, identity[..., None, None], -2)[..., 0, :]  # [B, N, K, 2] -> [B, N, 2]
+    log_q_identity = objectives.categorical_log_prob(identity, objects['identity_logits'])
+    return (-np.log(self.num_shapes) - log_q_identity
+            + log_ratio(pose[..., :2], objects['position_loc'], objects['position_scale'])
+            + log_ratio(pose[..., 2:], chosen(objects['rotation_loc']), chosen(objects['rotation_scale']))
+            - self.overlap(pose, out.z_pres) - self.off_floor(pose))
+
   def overlap(self, pose, z_pres):
     """overlap_i [B, N] of pose latents [B, N, 4] (see the module docstring)."""
     position = self.objective.position_prior_scale * pose[..., :2]
