@@ -26,16 +26,21 @@ from air_jax import parallel
 from air_jax.data import sources
 
 
-def log_weight(models, params, images: jax.Array, key: jax.Array, prior: float | jax.Array):
-  """(log w [B], count [B]) of one draw z ~ q(z | x) per image (images [B, H, W] in [0, 1])."""
+def log_weight_of(models, out: cores.CoreOutput, images: jax.Array, prior: float | jax.Array) -> jax.Array:
+  """log w [B] of the draw `out` of the core on images [B, H, W] in [0, 1] (differentiable)."""
   objective = models.config.objective
-  out = models.core.apply({'params': params}, images, rngs={'sample': key})
   log_px = objectives.log_likelihood(images, out.canvas, objective.likelihood_scale, objective.likelihood_blur)
   prior_logit = jnp.log(prior) - jnp.log1p(-prior)
   pres = out.active * (objectives.bernoulli_log_prob(out.z_pres, prior_logit)
                        - objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits))
   objects = out.z_pres * models.scene.object_log_ratio(out)
-  return log_px + (pres + objects).sum(-1), cores.count_of(out.z_pres)
+  return log_px + (pres + objects).sum(-1)
+
+
+def log_weight(models, params, images: jax.Array, key: jax.Array, prior: float | jax.Array):
+  """(log w [B], count [B]) of one draw z ~ q(z | x) per image (images [B, H, W] in [0, 1])."""
+  out = models.core.apply({'params': params}, images, rngs={'sample': key})
+  return log_weight_of(models, out, images, prior), cores.count_of(out.z_pres)
 
 
 def make_log_weights_fn(models, draws: int, mesh=None):

@@ -42,6 +42,9 @@ def build(config: ml_collections.ConfigDict) -> Models:
   if config.model.inference not in CORES:
     raise ValueError(f'config.model.inference must be one of {tuple(CORES)}, got {config.model.inference!r}')
   scene = scenes.build(config)
+  if config.objective.z_pres_estimator != 'nvil' and not scene.relaxable:
+    raise ValueError(f"config.objective.z_pres_estimator {config.objective.z_pres_estimator!r} needs object "
+                     f"latents that are all reparameterised, which {scene.name} has not: use 'nvil'")
   core = CORES[config.model.inference](config.model, scene)
   baseline = modules.Baseline(config.model.baseline_hidden, dtype=jnp.dtype(config.model.matmul_dtype))
   return Models(config=config, scene=scene, core=core, baseline=baseline)

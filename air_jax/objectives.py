@@ -67,6 +67,21 @@ def categorical_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
   return jnp.take_along_axis(log_q, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def relaxed_bernoulli(logits: jax.Array, key: jax.Array, temperature: float | jax.Array,
+                      straight_through: bool = False) -> jax.Array:
+  """A Concrete (Gumbel-sigmoid) draw (Maddison et al. 2017; Jang et al. 2017) of Bern(sigmoid(logits)):
+      z = sigmoid((logits + log u - log(1 - u)) / temperature),   u ~ U(0, 1),
+  differentiable in logits; as temperature -> 0 it becomes the hard draw 1[logits + log u -
+  log(1 - u) > 0] ~ Bern(sigmoid(logits)). straight_through: that hard value forward, z's
+  gradient backward (z_hard + (z - stop_gradient(z)))."""
+  noise = jax.random.logistic(key, logits.shape, logits.dtype)
+  relaxed = jax.nn.sigmoid((logits + noise) / temperature)
+  if not straight_through:
+    return relaxed
+  hard = (logits + noise > 0).astype(relaxed.dtype)
+  return hard + (relaxed - jax.lax.stop_gradient(relaxed))  # exactly hard forward
+
+
 class ELBOTerms(NamedTuple):
   log_likelihood: jax.Array  # [B]
   kl_pres: jax.Array         # [B, N], already masked by m_i
@@ -152,6 +167,25 @@ def reinforce_surrogate(discrete_log_prob: jax.Array, advantage: jax.Array,
   """Per-image surrogate whose gradient is the score-function term of -ELBO:
   -sum_i m_i stop_gradient(a_i) grad log q(discrete decisions of step i). Inputs [B, N] -> [B]."""
   return -(active * jax.lax.stop_gradient(advantage) * discrete_log_prob).sum(-1)
+
+
+def vimco_surrogate(log_w: jax.Array, discrete_log_q: jax.Array) -> jax.Array:
+  """Per-image surrogate whose gradient is VIMCO's estimate (Mnih and Rezende 2016) of -grad L_K,
+  L_K = log (1/K) sum_k w_k, from K draws: log_w [K, B] (differentiable: reparameterised latents
+  and log q of the discrete ones inside) and discrete_log_q [K, B], log q of draw k's discrete
+  decisions. Draw k's score is weighted by its own share of the bound, with the leave-one-out
+  baseline L_K(w_k replaced by the geometric mean of the others):
+      -[L_K + sum_k stop_gradient(L_K - L_K^{-k}) log q(discrete_k)]."""
+  k = log_w.shape[0]
+  if k < 2:
+    raise ValueError(f'VIMCO needs at least 2 draws per image, got {k}')
+  bound = jax.nn.logsumexp(log_w, 0) - math.log(k)
+  fixed = jax.lax.stop_gradient(log_w)
+  others = (fixed.sum(0, keepdims=True) - fixed) / (k - 1)  # [K, B] mean of the other draws' log w
+  swapped = jnp.where(jnp.eye(k, dtype=bool)[:, :, None], others[:, None], fixed[None])  # [k, j, B]
+  leave_one_out = jax.nn.logsumexp(swapped, 1) - math.log(k)  # [K, B]
+  signal = jax.lax.stop_gradient(bound)[None] - leave_one_out
+  return -(bound + (signal * discrete_log_q).sum(0))
 
 
 class Enumerated(NamedTuple):

@@ -99,13 +99,24 @@ def create_train_state(models, key: jax.Array, mesh) -> TrainState:
   return parallel.create_replicated(functools.partial(init_state, models), key, mesh)
 
 
+def log_linear(step: jax.Array, start: float, end: float, steps: int) -> jax.Array:
+  """start at step 0 to end at `steps` (and after), linear in log; end throughout if steps <= 0."""
+  if steps <= 0:
+    return jnp.float32(end)
+  fraction = jnp.clip(step / steps, 0.0, 1.0)
+  return jnp.exp(np.log(start) + fraction * (np.log(end) - np.log(start)))
+
+
 def z_pres_prior_at(step: jax.Array, objective: ml_collections.ConfigDict) -> jax.Array:
   """Prior success probability: log-linear from z_pres_prior_start to z_pres_prior."""
-  if objective.z_pres_prior_anneal_steps <= 0:
-    return jnp.float32(objective.z_pres_prior)
-  fraction = jnp.clip(step / objective.z_pres_prior_anneal_steps, 0.0, 1.0)
-  log_start, log_end = np.log(objective.z_pres_prior_start), np.log(objective.z_pres_prior)
-  return jnp.exp(log_start + fraction * (log_end - log_start))
+  return log_linear(step, objective.z_pres_prior_start, objective.z_pres_prior, objective.z_pres_prior_anneal_steps)
+
+
+def concrete_temperature_at(step: jax.Array, objective: ml_collections.ConfigDict) -> jax.Array:
+  """The Concrete draw's temperature: log-linear from concrete_temperature_start to
+  concrete_temperature over concrete_anneal_steps."""
+  return log_linear(step, objective.concrete_temperature_start, objective.concrete_temperature,
+                    objective.concrete_anneal_steps)
 
 
 def make_train_step(models, mesh=None):
@@ -125,7 +136,8 @@ def make_train_step(models, mesh=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.signal_stats, images, key, prior,
         state.step >= config.objective.z_pres_freeze_steps,
-        state.step >= config.objective.discrete_freeze_steps)
+        state.step >= config.objective.discrete_freeze_steps,
+        concrete_temperature_at(state.step, config.objective))
     # A norm is finite iff every entry is (or it overflowed: a step to skip as well): one reduction
     # per network instead of an isfinite pass per leaf; the model's is also the grad_norm metric.
     grad_norms = {name: optax.tree.norm(g) for name, g in grads.items()}

@@ -11,6 +11,7 @@ from air_jax.data import sources
 
 COUNT_FIELDS = ('train_counts', 'eval_counts')  # config.data's true object counts, where the data has them
 MATMUL_DTYPES = ('float32', 'bfloat16')
+ESTIMATORS = ('nvil', 'concrete', 'vimco')  # air_jax.loss's z_pres estimators
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -47,6 +48,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ('likelihood_blur', 'z_pres_freeze_steps', 'discrete_freeze_steps'):
     if not objective[name] >= 0:
       raise ValueError(f'config.objective.{name} must be >= 0, got {objective[name]}')
+  if objective.z_pres_estimator not in ESTIMATORS:
+    raise ValueError(f'config.objective.z_pres_estimator must be one of {ESTIMATORS}, got {objective.z_pres_estimator!r}')
+  for name in ('concrete_temperature_start', 'concrete_temperature'):
+    if not objective[name] > 0:
+      raise ValueError(f'config.objective.{name} must be positive, got {objective[name]}')
+  if not objective.vimco_samples >= 2:
+    raise ValueError(f'config.objective.vimco_samples must be >= 2 (VIMCO leaves one draw out), got {objective.vimco_samples}')
   if not 0 <= objective.signal_decay < 1:
     raise ValueError(f'config.objective.signal_decay must be in [0, 1), got {objective.signal_decay}')
   for counts in (f for f in COUNT_FIELDS if f in config.data):

@@ -78,6 +78,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       z_pres_freeze_steps=0,
       # The same for q of the scene kind's discrete object latents (3D: the shape identity).
       discrete_freeze_steps=0,
+      # The gradient estimator of z_pres (air_jax.loss): 'nvil' (REINFORCE with NVIL's baseline,
+      # centring, scaling and per-step credit), 'concrete' (a relaxed z_pres, pathwise gradients) or
+      # 'vimco' (the vimco_samples-draw bound with VIMCO's leave-one-out baselines).
+      z_pres_estimator='nvil',
+      # 'concrete': the temperature falls log-linearly from concrete_temperature_start to
+      # concrete_temperature over concrete_anneal_steps; straight-through: hard z_pres forward.
+      concrete_temperature_start=1.0,
+      concrete_temperature=0.3,
+      concrete_anneal_steps=10_000,
+      concrete_straight_through=False,
+      vimco_samples=5,
   ))
 
   config.batch_size = 64            # global batch (split over all devices)

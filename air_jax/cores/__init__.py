@@ -3,14 +3,16 @@
 A core is a Flax module built from config.model (config.model.inference names it; air_jax.models
 holds the registry) and the run's scene kind (air_jax.scenes.base.SceneKind):
 
-    core.apply({'params': p}, images [B, H, W] in [0, 1], use_mode=False, rngs={'sample': key})
-        -> CoreOutput
+    core.apply({'params': p}, images [B, H, W] in [0, 1], use_mode=False, relaxation=None,
+               rngs={'sample': key}) -> CoreOutput
 
 over N object slots. It decides each slot's z_pres and the hidden state the scene kind reads the
 slot's object from (SceneKind.predict / sample), and draws the objects through the kind
 (draw / render). The objective, the loss, the steps, evaluation and the tools read CoreOutput only.
 Slots are ordered so that the present ones come first: a scene's count is the number of slots
-before the first absent one (count_of).
+before the first absent one (count_of). With a Relaxation (the 'concrete' z_pres estimator, training
+only) a core draws each z_pres from the relaxed Bernoulli (objectives.relaxed_bernoulli) instead:
+z_pres, active and the canvas are then continuous in the z_pres logits.
 
 Cores: 'recurrent' (air_jax.cores.recurrent: AIR and DAIR, one object per step).
 """
@@ -30,6 +32,13 @@ class CoreOutput(NamedTuple):
   hidden: jax.Array         # [B, N, L] the state each slot's latents were predicted from
   image_features: jax.Array  # [B, F] the core's features of the whole image, which the NVIL baseline reads
                             # (recurrent: the image's share of the LSTM gates, W phi(x) + b, F = 4 lstm_size)
+
+
+class Relaxation(NamedTuple):
+  """How a core draws z_pres for the Concrete estimator (objectives.relaxed_bernoulli)."""
+  temperature: jax.Array   # [] > 0
+  learn: jax.Array         # [] bool: False holds the draw's gradient to the z_pres logits
+  straight_through: bool   # True: the hard value forward, the relaxed gradient backward
 
 
 def count_of(z_pres: jax.Array) -> jax.Array:

@@ -2,7 +2,8 @@
 
 At step i = 1..N the LSTM reads the image (AIR) or the image minus the canvas of the steps < i
 (DAIR) together with the previous step's latents, then
-    z_pres_i  ~ Bernoulli(sigmoid(logit_i)) * z_pres_{i-1}     (once 0, always 0)
+    z_pres_i  ~ Bernoulli(sigmoid(logit_i)) * z_pres_{i-1}     (once 0, always 0; relaxed with a
+                                                                cores.Relaxation)
     objects_i ~ q(object latents | h_i, image)                 (the scene kind's)
     canvas    = the scene kind's drawing of the objects with z_pres = 1 so far.
 What an object is, how it is drawn and what the final rendering of the scene is belong to the scene
@@ -28,7 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from air_jax import modules
-from air_jax.cores import CoreOutput
+from air_jax import objectives
+from air_jax.cores import CoreOutput, Relaxation
 from air_jax.scenes import base
 
 
@@ -68,9 +70,11 @@ class RecurrentStep(nn.Module):
   scene: base.SceneKind  # the run's scene kind
   use_mode: bool  # True: take q's modes (evaluation); False: sample
   image_features: Callable[[jax.Array], jax.Array]  # phi: images [B, H, W] -> [B, F] (shared with the core)
+  relaxed: bool = False           # draw z_pres relaxed (cores.Relaxation; its arrays come as call arguments)
+  straight_through: bool = False
 
   @nn.compact
-  def __call__(self, carry, images, image_gates, image_kernel, image_bias):
+  def __call__(self, carry, images, image_gates, image_kernel, image_bias, temperature, learn_z_pres):
     options, scene = self.options, self.scene
     h, c, z_pres, feedback, canvas = carry
 
@@ -95,6 +99,9 @@ class RecurrentStep(nn.Module):
     logit, head = scene.predict(h)
     if self.use_mode:
       present = (logit > 0).astype(jnp.float32)
+    elif self.relaxed:
+      held = jnp.where(learn_z_pres, logit, jax.lax.stop_gradient(logit))
+      present = objectives.relaxed_bernoulli(held, self.make_rng('sample'), temperature, self.straight_through)
     else:
       present = jax.random.bernoulli(self.make_rng('sample'), nn.sigmoid(logit)).astype(jnp.float32)
     active = z_pres
@@ -114,7 +121,7 @@ class RecurrentCore(nn.Module):
   scene: base.SceneKind  # the run's scene kind
 
   @nn.compact
-  def __call__(self, images: jax.Array, use_mode: bool = False) -> CoreOutput:
+  def __call__(self, images: jax.Array, use_mode: bool = False, relaxation: Relaxation | None = None) -> CoreOutput:
     options = self.options
     chex.assert_rank(images, 3)
     batch = images.shape[0]
@@ -127,13 +134,16 @@ class RecurrentCore(nn.Module):
 
     steps = nn.scan(RecurrentStep, variable_broadcast='params', variable_axes={'intermediates': 0},
                     split_rngs={'params': False, 'sample': True},
-                    in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                    length=options.max_steps, unroll=options.max_steps)
+                    in_axes=(nn.broadcast,) * 6, length=options.max_steps, unroll=options.max_steps)
     zeros = lambda *shape: jnp.zeros((batch,) + shape, images.dtype)
     carry = (zeros(options.lstm_size), zeros(options.lstm_size), jnp.ones((batch,), images.dtype),
              zeros(self.scene.feedback_size), self.scene.empty_canvas(images))
-    carry, per_step = steps(options, self.scene, use_mode, image_features, name='step')(
-        carry, images, image_gates, image_kernel, image_bias)
+    relaxed = relaxation is not None and not use_mode
+    temperature, learn = (relaxation.temperature, relaxation.learn) if relaxed else (1.0, True)
+    step = steps(options, self.scene, use_mode, image_features, relaxed=relaxed,
+                 straight_through=relaxed and relaxation.straight_through, name='step')
+    carry, per_step = step(carry, images, image_gates, image_kernel, image_bias,
+                           jnp.asarray(temperature, jnp.float32), jnp.asarray(learn))
     per_step = jax.tree.map(lambda v: jnp.moveaxis(v, 0, 1), per_step)  # [N, B, ...] -> [B, N, ...]
     sample_key = None if use_mode else (lambda: self.make_rng('sample'))
     canvas = self.scene.render(carry[-1], per_step['objects'], per_step['z_pres'], sample_key)

@@ -37,6 +37,9 @@ class SceneKind(abc.ABC):
   making_sources: str = 'composing'  # what progress lines call making the cached sources
   has_counts: bool = True         # the data carry true object counts
   evaluators: Tuple[str, ...] = ()  # the kind's own air_jax.evaluators, after 'steps' and 'counts'
+  # Object latents all reparameterised and the rendering differentiable in z_pres: the 'concrete'
+  # and 'vimco' z_pres estimators apply (air_jax.loss).
+  relaxable: bool = True
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config

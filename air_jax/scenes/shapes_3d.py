@@ -114,6 +114,7 @@ class Scene(base.SceneKind):
   name = 'shapes_3d'
   making_sources = 'rendering'
   evaluators = ('shapes_3d_objects',)
+  relaxable = False  # a discrete identity, and z_pres only masks what a black-box renderer draws
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.world = world_of(config.data, config.data.train_counts)
