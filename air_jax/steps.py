@@ -193,8 +193,7 @@ def make_eval_step(models, mesh=None):
   def eval_step(params, images, key):
     images = sources.to_unit_interval(images)
     mode = core.apply({'params': params}, images, use_mode=True)
-    sample_key, bound_key = jax.random.split(key)
-    sample = core.apply({'params': params}, images, rngs={'sample': sample_key})
+    sample = core.apply({'params': params}, images, rngs={'sample': key})
     prior = jnp.float32(config.objective.z_pres_prior)
     terms = loss_lib.elbo_terms_for(models, sample, images, prior)
     result = dict(count=cores.count_of(mode.z_pres), elbo=terms.elbo,
@@ -202,7 +201,7 @@ def make_eval_step(models, mesh=None):
                   z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
                   **models.scene.summary(mode.objects))
     if draws > 0:
-      log_w, _ = jax.vmap(lambda k: bounds.log_weight(models, params, images, k, prior))(jax.random.split(bound_key, draws))
+      log_w, _ = jax.vmap(lambda k: bounds.log_weight(models, params, images, k, prior))(jax.random.split(jax.random.fold_in(key, 1), draws))
       result['importance_bound'] = jax.nn.logsumexp(log_w, 0) - jnp.log(draws)
     return result
 

@@ -73,7 +73,7 @@ def sampled_output(objects, z_pres):
 def test_2d_object_log_ratio_averages_to_minus_the_object_kls():
   scene = models_lib.build(helpers.smoke_config('')).scene
   keys = iter(jax.random.split(jax.random.key(0), 8))
-  draws, steps_, what = 20_000, 2, scene.model.z_what_size
+  draws, steps_, what = 5_000, 2, scene.model.z_what_size
   normal = lambda shape: jax.random.normal(next(keys), shape)
   where_loc, what_loc = normal((1, steps_, 3)), normal((1, steps_, what))
   where_scale, what_scale = 0.3 + jax.random.uniform(next(keys), (1, steps_, 3)), 0.5 + jax.random.uniform(next(keys), (1, steps_, what))
@@ -94,7 +94,7 @@ def test_3d_object_log_ratio_averages_to_minus_the_object_kls():
   config.objective.discrete_gradient = 'reinforce'  # object_kls then keeps q(identity)'s own KL
   scene = models_lib.build(config).scene
   keys = iter(jax.random.split(jax.random.key(1), 8))
-  draws, steps_, k = 20_000, 3, scene.num_shapes
+  draws, steps_, k = 5_000, 3, scene.num_shapes
   normal = lambda shape: jax.random.normal(next(keys), shape)
   logits, position_loc, rotation_loc = normal((1, steps_, k)), 0.5 * normal((1, steps_, 2)), normal((1, steps_, k, 2))
   position_scale = 0.2 + jax.random.uniform(next(keys), (1, steps_, 2))

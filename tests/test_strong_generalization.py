@@ -58,13 +58,13 @@ def test_smoke_mode_end_to_end(tmp_path):
   mnist_dir = tmp_path / 'mnist'  # its own: the run caches scenes beside the digits
   helpers.write_fake_mnist(mnist_dir)
   command = [sys.executable, 'experiments/strong_generalization.py', f'--workdir={root}', '--smoke',
-             '--tasks=extrapolation', '--num_train_steps=2', '--num_eval=8', f'--data_dir={mnist_dir}']
+             '--tasks=extrapolation', '--models=air,dair_memoryless', '--num_train_steps=2', '--num_eval=8',
+             f'--data_dir={mnist_dir}']
   run = subprocess.run(command, cwd=helpers.REPO, env=helpers.subprocess_env(), capture_output=True,
                        text=True, timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((root / 'strong_generalization.json').read_text())
-  assert {(r['task'], r['model']) for r in results} == {
-      ('extrapolation', 'air'), ('extrapolation', 'dair'), ('extrapolation', 'dair_memoryless')}
+  assert {(r['task'], r['model']) for r in results} == {('extrapolation', 'air'), ('extrapolation', 'dair_memoryless')}
   for r in results:
     assert 0.0 <= r['unseen']['count_accuracy'] <= 1.0
     assert np.asarray(r['unseen']['confusion']).sum() == 8
@@ -76,7 +76,7 @@ def test_smoke_mode_end_to_end(tmp_path):
   again = subprocess.run(command, cwd=helpers.REPO, env=helpers.subprocess_env(), capture_output=True,
                          text=True, timeout=900)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count('finished earlier') == 3
+  assert again.stdout.count('finished earlier') == 2
   assert json.loads((root / 'strong_generalization.json').read_text()) == results
   assert all(r['ema_decay'] == 0.9995 for r in results) and 'EMA with decay 0.9995' in table
 

@@ -201,6 +201,7 @@ def test_eval_step_elbo_is_elbo_terms_of_the_same_sample(init_smoke, scene_batch
   terms = objectives.elbo_terms(sample, x, likelihood_scale=obj.likelihood_scale,
                                 z_pres_prior=obj.z_pres_prior, object_kls=kls)
   np.testing.assert_allclose(result['elbo'], terms.elbo, rtol=1e-5, atol=1e-3)
+  assert 'importance_bound' not in result  # config.eval_importance_samples 0: no importance draws
   # Another key's sample, or the annealing's initial prior, gives another ELBO.
   other = jax.device_get(steps.make_eval_step(models_lib.build(config))(params, images, jax.random.key(4)))
   assert np.abs(other['elbo'] - result['elbo']).max() > 1.0
