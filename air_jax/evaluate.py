@@ -131,7 +131,7 @@ def main(argv):
     launch.fail(str(e))
   print(report(result))
   if output is not None:
-    output.write_text(json.dumps(result, indent=1))
+    output.write_text(json.dumps(dict(launch.provenance('python -m air_jax.evaluate'), **result), indent=1))
     print(f'wrote {output}')
 
 

@@ -5,9 +5,14 @@ overrides from sys.argv while the config flag is defined, and an unknown key (`-
 raises there with a stack trace; `define_config_file` turns that into one line.
 Use `CONFIG = launch.define_config_file(...)` and `app.run(main, flags_parser=launch.parse_flags)`.
 """
+import datetime
+import os
+import pathlib
+import platform
 import re
+import subprocess
 import sys
-from typing import List
+from typing import Dict, List
 
 from absl import flags
 from ml_collections import config_flags
@@ -44,3 +49,23 @@ def parse_flags(argv: List[str]) -> List[str]:
     fail(str(e))
   except (AttributeError, KeyError) as e:  # a --config file given explicitly is loaded here
     _fail_unknown_key(e, argv)
+
+
+def commit() -> str:
+  """The checkout's commit (with '+changes' when the tree differs from it), or 'unknown'."""
+  try:
+    here = pathlib.Path(__file__).resolve().parent
+    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=here, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return head + ('+changes' if dirty else '')
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def provenance(program: str) -> Dict[str, str]:
+  """What a results file records of how it was made: the command (program and this process's
+  arguments), the commit, the machine and the date."""
+  return dict(command=' '.join([program] + sys.argv[1:]), commit=commit(),
+              machine=f'{platform.machine()} CPU, {os.cpu_count()} cores', date=datetime.date.today().isoformat())

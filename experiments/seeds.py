@@ -11,13 +11,8 @@ training seconds), whether the accuracy stayed >= 98% after, the final accuracy,
 and the kind's other figures (Multi-MNIST: accuracy by layout). The JSON also records the command,
 the commit, the machine and the date.
 """
-import datetime
 import json
-import os
 import pathlib
-import platform
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
@@ -36,19 +31,6 @@ _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'config.seed of e
 _OUTPUT = flags.DEFINE_string('output', None, 'Path without suffix: writes <output>.json and <output>.md.')
 flags.mark_flags_as_required(['workdir', 'output'])
 THRESHOLDS = (0.95, 0.98)
-
-
-def commit() -> str:
-  """The checkout's commit (with '+changes' when the tree differs from it), or 'unknown'."""
-  try:
-    here = pathlib.Path(__file__).resolve().parent
-    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=here, capture_output=True, text=True,
-                          check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
-                           capture_output=True, text=True, check=True).stdout.strip()
-    return head + ('+changes' if dirty else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def summary(workdir: pathlib.Path, seed: int) -> dict:
@@ -120,10 +102,9 @@ def main(argv):
     except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
       launch.fail(str(e))
     rows.append(summary(workdir, seed))
-  command = 'python experiments/seeds.py ' + ' '.join(sys.argv[1:])
-  record = dict(command=command, commit=commit(), date=datetime.date.today().isoformat(),
-                machine=f'{platform.machine()} CPU, {os.cpu_count()} cores', config=json.loads(
-                    _CONFIG.value.to_json_best_effort()), runs=rows)
+  record = dict(launch.provenance('python experiments/seeds.py'),
+                config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
+  command = record['command']
   output.with_suffix('.json').write_text(json.dumps(record, indent=1, default=lambda x: np.asarray(x).tolist()))
   output.with_suffix('.md').write_text(markdown(rows, command, record))
   print(markdown(rows, command, record))
