@@ -202,3 +202,26 @@ class History:
 
   def evaluations(self):
     return [r for r in self.records if r.get('kind') == 'eval']
+
+
+def run_summary(workdir, seed: int, thresholds=(0.95, 0.98)) -> dict:
+  """A finished run's figures from its history: its last evaluation, and where it has counts
+  summarise_count_accuracy's (first evaluations at each threshold, final and best accuracy) and
+  the lowest accuracy after the first at >= 98%."""
+  final = read_evaluations(workdir)[-1]
+  row = dict(seed=seed, final_step=final['step'], train_seconds=final['train_seconds'], elbo=final['elbo'],
+             reconstruction_mse=final['reconstruction_mse'], mean_steps=final['mean_steps'])
+  if 'count_accuracy' in final:
+    counts = summarise_count_accuracy(workdir, thresholds)
+    evaluations = read_evaluations(workdir)
+    reached = counts['crossings'].get(0.98)
+    row.update(final_accuracy=counts['final_accuracy'], best_accuracy=counts['best_accuracy'],
+               confusion=final['confusion'],
+               crossings={str(t): counts['crossings'][t] for t in thresholds},
+               lowest_after_98=(min(r['count_accuracy'] for r in evaluations if r['step'] >= reached[0])
+                                if reached else None),
+               curve=counts['curve'])
+  for name in ('accuracy_by_layout', 'objects'):
+    if name in final:
+      row[name] = final[name]
+  return row

@@ -33,27 +33,6 @@ flags.mark_flags_as_required(['workdir', 'output'])
 THRESHOLDS = (0.95, 0.98)
 
 
-def summary(workdir: pathlib.Path, seed: int) -> dict:
-  """A finished run's figures from its history (metrics.summarise_count_accuracy and its last evaluation)."""
-  final = metrics.read_evaluations(workdir)[-1]
-  row = dict(seed=seed, final_step=final['step'], train_seconds=final['train_seconds'], elbo=final['elbo'],
-             reconstruction_mse=final['reconstruction_mse'], mean_steps=final['mean_steps'])
-  if 'count_accuracy' in final:
-    counts = metrics.summarise_count_accuracy(workdir, THRESHOLDS)
-    evaluations = metrics.read_evaluations(workdir)
-    reached = counts['crossings'][0.98]
-    row.update(final_accuracy=counts['final_accuracy'], best_accuracy=counts['best_accuracy'],
-               confusion=final['confusion'],
-               crossings={str(t): counts['crossings'][t] for t in THRESHOLDS},
-               lowest_after_98=(min(r['count_accuracy'] for r in evaluations if r['step'] >= reached[0])
-                                if reached else None),
-               curve=counts['curve'])
-  for name in ('accuracy_by_layout', 'objects'):
-    if name in final:
-      row[name] = final[name]
-  return row
-
-
 def markdown(rows, command: str, record: dict) -> str:
   lines = [f'Command: `{command}`', '', f'Commit {record["commit"]}, {record["machine"]}, {record["date"]}.', '']
   if all('final_accuracy' in r for r in rows):
@@ -101,7 +80,7 @@ def main(argv):
       train.train_and_evaluate(config, str(workdir), log=lambda line: print('  ' + line, flush=True))
     except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
       launch.fail(str(e))
-    rows.append(summary(workdir, seed))
+    rows.append(metrics.run_summary(workdir, seed, THRESHOLDS))
   record = dict(launch.provenance('python experiments/seeds.py'),
                 config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
   command = record['command']

@@ -1,0 +1,171 @@
+"""z_pres gradient estimators side by side: each variant of the config over seeds, one run after the
+other (each resumable), then per run the figures of issue 37's table. Writes <output>.json and .md.
+
+    python experiments/estimators.py --workdir=runs/estimators --variants=nvil,concrete,vimco \\
+        --seeds=0,1,2,3,4 --output=docs/results/estimators
+    python experiments/estimators.py ... --config.num_train_steps=3000     # any config override
+
+Variants (VARIANTS): the estimator ('nvil', 'concrete', 'vimco') and the published setting
+('nvil_prior_0.01': a fixed z_pres prior of 0.01, as the PyTorch AIR whose bound is 636.8 nats).
+Per run (<workdir>/<variant>/seed<k>; killed, it resumes; finished, its figures are read from its
+figures.json): the loop's held-out curve (first evaluation at >= 95% and
+>= 98%, final accuracy, accuracy by layout: the close pairs), the importance-weighted bounds L_K
+(--num_samples) on --num_images held-out scenes, the count accuracy on --num_images validation
+scenes (MNIST train digits never trained on: where a default is chosen), and the variance of the
+gradient of the z_pres head's logit column (its last layer's weights into the logit and bias) over
+--gradient_keys draws on a fixed batch of 64 validation scenes, at the run's last parameters.
+"""
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from air_jax import checkpoints
+from air_jax import evaluate
+from air_jax import infer
+from air_jax import launch
+from air_jax import loss as loss_lib
+from air_jax import metrics
+from air_jax import steps
+from air_jax import train
+from air_jax.configs import multi_mnist as multi_mnist_config
+from air_jax.data import sources
+
+VARIANTS = {
+    'nvil': {},
+    'concrete': {'objective.z_pres_estimator': 'concrete'},
+    'vimco': {'objective.z_pres_estimator': 'vimco'},
+    'nvil_prior_0.01': {'objective.z_pres_prior': 0.01, 'objective.z_pres_prior_start': 0.01,
+                        'objective.z_pres_prior_anneal_steps': 0},
+}
+_CONFIG = launch.define_config_file('config', multi_mnist_config.__file__, 'Config file (get_config), as train.py.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the runs: <workdir>/<variant>/seed<k>.')
+_VARIANTS = flags.DEFINE_list('variants', ['nvil', 'concrete', 'vimco'], f'Any of {list(VARIANTS)}.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'config.seed of each run.')
+_NUM_SAMPLES = flags.DEFINE_string('num_samples', '1,100,1000', 'K of the bounds L_K (each divides the largest).')
+_NUM_IMAGES = flags.DEFINE_integer('num_images', 1000, 'Held-out scenes for the bounds; validation scenes for the count.')
+_GRADIENT_KEYS = flags.DEFINE_integer('gradient_keys', 200, 'Draws for the gradient variance.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Path without suffix: writes <output>.json and <output>.md.')
+flags.mark_flags_as_required(['workdir', 'output'])
+THRESHOLDS = (0.95, 0.98)
+
+
+def variant_config(base, variant: str):
+  config = base.copy_and_resolve_references()
+  for dotted, value in VARIANTS[variant].items():
+    section, name = dotted.split('.')
+    config[section][name] = value
+  return config
+
+
+def logit_column(model_params) -> jax.Array:
+  """The parameters only q(z_pres)'s logit reads: the head's last layer's logit kernel column and bias."""
+  layer = model_params['step']['pres_where']['MLP_0']['Dense_1']['dense']
+  return jnp.concatenate([layer['kernel'][:, 0], layer['bias'][:1]])
+
+
+def gradient_variance(models, workdir, images, keys: int) -> dict:
+  """Over `keys` draws of the loss's gradient on images, at the latest training state: the summed
+  variance of the logit column's gradient, and the squared norm of its mean."""
+  target = jax.eval_shape(lambda: steps.init_state(models, jax.random.key(0)))
+  checkpointer = checkpoints.Checkpointer(workdir, create=False)
+  state = checkpointer.restore(target)
+  checkpointer.close()
+  loss_fn = loss_lib.make_loss_fn(models)
+  prior = steps.z_pres_prior_at(state.step, models.config.objective)
+  temperature = steps.concrete_temperature_at(state.step, models.config.objective)
+  images = sources.to_unit_interval(images)
+
+  def one(key):
+    grads = jax.grad(lambda p: loss_fn(p, state.signal_stats, images, key, prior, temperature=temperature)[0])(state.params)
+    return logit_column(grads['model'])
+
+  draws = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), keys)), np.float64)
+  return dict(variance=float(draws.var(0).sum()), mean_squared_norm=float(np.square(draws.mean(0)).sum()))
+
+
+def run_figures(variant: str, seed: int, config, workdir: pathlib.Path, log) -> dict:
+  """Trains (or resumes) the run, then its figures; a finished run's are read from <workdir>/figures.json."""
+  cached = workdir / 'figures.json'
+  if cached.exists():
+    log('  finished earlier: ' + str(cached))
+    return json.loads(cached.read_text())
+  train.train_and_evaluate(config, str(workdir), log=lambda line: log('  ' + line))
+  row = dict(metrics.run_summary(workdir, seed, THRESHOLDS), variant=variant)
+  row.pop('curve', None)
+  bounds = evaluate.run(workdir, _NUM_SAMPLES.value, num_images=_NUM_IMAGES.value, log=lambda _: None)
+  row['bounds'] = bounds['bounds']
+  row['count_accuracy_weights'] = bounds.get('count_accuracy_weights')
+  models = infer.load_models(workdir)
+  validation = models.scene.scenes('validation')
+  scenes = validation.__getitems__(range(min(_NUM_IMAGES.value, len(validation))))
+  params = infer.load_params(workdir, models)
+  inferred = infer.infer(models, params, sources.to_unit_interval(scenes['image']))
+  row['validation_accuracy'] = float((inferred['count'] == scenes['count']).mean())
+  row['gradient'] = gradient_variance(models, workdir, scenes['image'][:64], _GRADIENT_KEYS.value)
+  row = json.loads(json.dumps(row, default=lambda x: np.asarray(x).tolist()))
+  cached.write_text(json.dumps(row, indent=1))
+  return row
+
+
+def markdown(rows, record) -> str:
+  ks = list(rows[0]['bounds']) if rows else []
+  lines = [f'Command: `{record["command"]}`', '', f'Commit {record["commit"]}, {record["machine"]}, {record["date"]}.',
+           '', '| variant | seed | to 95% (step, s) | to 98% (step, s) | final | close pairs 10-15 px | validation | '
+           + ' | '.join(f'L_{k}' for k in ks) + ' | z_pres grad variance | train s |',
+           '|---' * (9 + len(ks)) + '|']
+  cell = lambda c: 'not reached' if c is None else f'{c[0]:,}, {c[1]:.0f}'
+  for r in rows:
+    close = r.get('accuracy_by_layout', {}).get('nearest pair 10-15 px')
+    lines.append(f'| {r["variant"]} | {r["seed"]} | {cell(r["crossings"]["0.95"])} | {cell(r["crossings"]["0.98"])} | '
+                 f'{r["final_accuracy"]:.4f} | ' + (f'{close[0]:.3f} ({close[1]})' if close else '') +
+                 f' | {r["validation_accuracy"]:.4f} | '
+                 + ' | '.join(f'{r["bounds"][k]["mean"]:.1f} +- {r["bounds"][k]["standard_error"]:.1f}' for k in ks)
+                 + f' | {r["gradient"]["variance"]:.3g} | {r["train_seconds"]:.0f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    launch.fail(f'unexpected arguments {argv[1:]}')
+  unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
+  if unknown:
+    launch.fail(f'--variants: unknown {unknown}; use any of {list(VARIANTS)}')
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+    evaluate.parse_num_samples(_NUM_SAMPLES.value)
+  except ValueError as e:
+    launch.fail(f'--seeds must be comma-separated integers, got {",".join(_SEEDS.value)}'
+                if not isinstance(e, infer.InputError) else str(e))
+  output = pathlib.Path(_OUTPUT.value)
+  if not output.parent.is_dir():
+    launch.fail(f'--output: no such directory: {output.parent}')
+  root = pathlib.Path(_WORKDIR.value)
+  log = lambda line: print(line, flush=True)
+  rows = []
+  for variant in _VARIANTS.value:
+    for seed in seeds:
+      config = variant_config(_CONFIG.value, variant)
+      config.seed = seed
+      workdir = root / variant / f'seed{seed}'
+      log(f'{variant}, seed {seed}: {workdir}')
+      try:
+        rows.append(run_figures(variant, seed, config, workdir, log))
+      except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
+        launch.fail(str(e))
+  record = dict(launch.provenance('python experiments/estimators.py'),
+                config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
+  output.with_suffix('.json').write_text(json.dumps(record, indent=1, default=lambda x: np.asarray(x).tolist()))
+  output.with_suffix('.md').write_text(markdown(rows, record))
+  print(markdown(rows, record))
+  print(f'wrote {output.with_suffix(".json")} and {output.with_suffix(".md")}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=launch.parse_flags)
