@@ -51,6 +51,13 @@ def parse_flags(argv: List[str]) -> List[str]:
     _fail_unknown_key(e, argv)
 
 
+def require_choices(flag: str, values, allowed) -> None:
+  """Ends the program with one line unless every value of the list flag --flag is in allowed."""
+  unknown = sorted(set(values) - set(allowed))
+  if unknown:
+    fail(f'--{flag}: unknown {unknown}; use any of {list(allowed)}')
+
+
 def commit() -> str:
   """The checkout's commit (with '+changes' when the tree differs from it), or 'unknown'."""
   try:

@@ -134,9 +134,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     launch.fail(f'unexpected arguments {argv[1:]}')
-  unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
-  if unknown:
-    launch.fail(f'--variants: unknown {unknown}; use any of {list(VARIANTS)}')
+  launch.require_choices('variants', _VARIANTS.value, VARIANTS)
   try:
     seeds = [int(s) for s in _SEEDS.value]
     evaluate.parse_num_samples(_NUM_SAMPLES.value)

@@ -212,9 +212,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     launch.fail(f'unexpected arguments {argv[1:]}')
-  unknown = sorted(set(_RUNS.value) - set(RUNS))
-  if unknown:
-    launch.fail(f'--runs: unknown {unknown}; use any of {list(RUNS)}')
+  launch.require_choices('runs', _RUNS.value, RUNS)
   root = pathlib.Path(_WORKDIR.value)
   root.mkdir(parents=True, exist_ok=True)
   log = lambda s: print(s, flush=True)
