@@ -43,6 +43,20 @@ def log_weight(models, params, images: jax.Array, key: jax.Array, prior: float |
   return log_weight_of(models, out, images, prior), cores.count_of(out.z_pres)
 
 
+def importance_bound(models, params, images: jax.Array, key: jax.Array, prior: float | jax.Array, draws: int,
+                     draw_limit: int = 50) -> jax.Array:
+  """[B] log (1/K) sum_k w_k of K = draws draws per image (traceable: the eval step's), computed in
+  chunks of draws_per_call(draws, draw_limit) draws (lax.map) so memory does not grow with K."""
+  per_call = draws_per_call(draws, draw_limit)
+  keys = jax.random.split(key, draws).reshape(draws // per_call, per_call)
+
+  def chunk(chunk_keys):
+    log_w, _ = jax.vmap(lambda k: log_weight(models, params, images, k, prior))(chunk_keys)
+    return jax.nn.logsumexp(log_w, 0)
+
+  return jax.nn.logsumexp(jax.lax.map(chunk, keys), 0) - jnp.log(draws)
+
+
 def make_log_weights_fn(models, draws: int, mesh=None):
   """(params, images [B, H, W] uint8 or float in [0, 1], key) -> (log w [B, draws], count [B, draws]),
   compiled once: `draws` draws per image (vmapped), the batch sharded over the mesh's 'data' axis.

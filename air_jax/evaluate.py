@@ -54,7 +54,12 @@ def held_out_images(models, images_path, num_images: int):
       raise infer.InputError(str(e)) from e
     return images, counts, str(images_path)
   scene = models.scene
-  source = scene.scenes(scene.eval_split)
+  try:
+    source = scene.scenes(scene.eval_split)
+  except ValueError as e:  # the kind's data are missing or bad (the images kind: a moved eval_path)
+    raise infer.InputError(f'the run\'s held-out split: {e}') from e
+  if not len(source):
+    raise infer.InputError(f'the run\'s {scene.eval_split} split has no scenes')
   take = min(num_images, len(source))
   batch = source.__getitems__(range(take))
   counts = batch['count'] if scene.has_counts else None
@@ -79,7 +84,7 @@ def run(workdir, num_samples: str = '1,10,100,1000', images_path=None, num_image
   seconds = time.time() - start
   max_count = scenes.max_count(models.config)
   posterior = bounds.count_posterior(log_w, drawn_counts, max_count)
-  mode_counts = infer.infer(models, params, sources.to_unit_interval(images))['count']
+  mode_counts = infer.infer(models, params, sources.to_unit_interval(images), batch_size)['count']
   result = dict(workdir=str(workdir), checkpoint_step=step, images=what, num_images=len(images),
                 draws=ks[-1], seconds=round(seconds, 1),
                 bounds=bounds.summarise(log_w, ks, true_counts if true_counts is not None and (true_counts >= 0).all() else None))
@@ -131,7 +136,10 @@ def main(argv):
     launch.fail(str(e))
   print(report(result))
   if output is not None:
-    output.write_text(json.dumps(dict(launch.provenance('python -m air_jax.evaluate'), **result), indent=1))
+    try:
+      output.write_text(json.dumps(dict(launch.provenance('python -m air_jax.evaluate'), **result), indent=1))
+    except OSError as e:
+      launch.fail(f'--output: cannot write {output} ({e})')
     print(f'wrote {output}')
 
 

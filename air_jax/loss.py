@@ -2,7 +2,9 @@
 - 'nvil': the negative ELBO plus the surrogate whose gradient is the REINFORCE / NVIL term for the
   discrete latents, and the baseline's regression loss;
 - 'concrete': the negative ELBO of a relaxed draw of z_pres (cores.Relaxation,
-  objectives.relaxed_bernoulli): pathwise gradients only, at a temperature annealed by the train step;
+  objectives.relaxed_bernoulli): pathwise gradients only, at a temperature annealed by the train step
+  (the KLs stay the analytic Bernoulli ones, weighted by the relaxed active and z_pres; its training
+  metrics are of relaxed draws);
 - 'vimco': the negative K-draw bound L_K (air_jax.bounds) with VIMCO's score term for z_pres
   (objectives.vimco_surrogate), K = objective.vimco_samples.
 The scene kind and the core are the same for all three; 'concrete' and 'vimco' need a kind whose
@@ -125,8 +127,7 @@ def vimco_loss_fn(models):
     def one(k):
       out = held_output(scene, core.apply({'params': params['model']}, images, rngs={'sample': k}),
                         learn_z_pres, learn_discrete)
-      discrete_log_q = (out.active * objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)
-                        + out.z_pres * scene.discrete_log_prob(out)).sum(-1)
+      discrete_log_q = (out.active * objectives.bernoulli_log_prob(out.z_pres, out.z_pres_logits)).sum(-1)
       return out, bounds.log_weight_of(models, out, images, prior), discrete_log_q
 
     outs, log_w, discrete_log_q = jax.vmap(one)(jax.random.split(key, draws))  # [K, B, ...]

@@ -22,7 +22,7 @@ def format_evaluation(result: Dict[str, Any], note: str = '') -> str:
   images using each number of steps."""
   line = (f'count accuracy {result["count_accuracy"]:.4f}  ' if 'count_accuracy' in result else '') + (
       f'elbo {result["elbo"]:.1f}  '
-      + (f'log p(x) >= {result["importance_bound"]:.1f}  ' if 'importance_bound' in result else '')
+      + (f'importance bound {result["importance_bound"]:.1f}  ' if 'importance_bound' in result else '')
       + f'reconstruction mse {result["reconstruction_mse"]:.5f}  '
       f'mean steps {result["mean_steps"]:.2f}  {note}').rstrip()
   if 'accuracy_by_layout' in result:

@@ -182,13 +182,14 @@ def make_train_step(models, mesh=None):
                  donate_argnums=(0,))
 
 
-def make_eval_step(models, mesh=None):
+def make_eval_step(models, mesh=None, importance_samples: int = 0):
   """(model params, images [B, H, W], key) -> per image: inferred count with q's modes (the slots
   before the first absent one, cores.count_of), ELBO of a sample, the modes' reconstruction error
   mean((canvas - image)^2) and latents (the scene kind's summary of them); with
-  config.eval_importance_samples = K > 0 also importance_bound, the K-draw bound L_K (air_jax.bounds)."""
+  importance_samples = K > 0 (the loop passes config.eval_importance_samples) also importance_bound,
+  the K-draw bound L_K (air_jax.bounds)."""
   config, core = models.config, models.core
-  draws = config.eval_importance_samples
+  draws = importance_samples
 
   def eval_step(params, images, key):
     images = sources.to_unit_interval(images)
@@ -201,8 +202,7 @@ def make_eval_step(models, mesh=None):
                   z_pres_prob=jax.nn.sigmoid(mode.z_pres_logits), z_pres=mode.z_pres,
                   **models.scene.summary(mode.objects))
     if draws > 0:
-      log_w, _ = jax.vmap(lambda k: bounds.log_weight(models, params, images, k, prior))(jax.random.split(jax.random.fold_in(key, 1), draws))
-      result['importance_bound'] = jax.nn.logsumexp(log_w, 0) - jnp.log(draws)
+      result['importance_bound'] = bounds.importance_bound(models, params, images, jax.random.fold_in(key, 1), prior, draws)
     return result
 
   mesh = mesh if mesh is not None else parallel.make_mesh()

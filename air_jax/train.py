@@ -82,7 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   start_step = int(state.step)
 
   train_step = steps.make_train_step(models, mesh)
-  eval_step = steps.make_eval_step(models, mesh)
+  eval_step = steps.make_eval_step(models, mesh, config.eval_importance_samples)
   pictures = pictures_lib.Pictures(models)  # a grid of the first held-out scenes at every evaluation
   picture_scenes = eval_source.__getitems__(range(min(pictures_lib.SUMMARY_IMAGES, len(eval_source))))
   log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}), global batch {config.batch_size}')

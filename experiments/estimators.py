@@ -85,16 +85,24 @@ def gradient_variance(models, workdir, images, keys: int) -> dict:
     grads = jax.grad(lambda p: loss_fn(p, state.signal_stats, images, key, prior, temperature=temperature)[0])(state.params)
     return logit_column(grads['model'])
 
-  draws = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), keys)), np.float64)
+  draws = np.asarray(jax.jit(lambda k: jax.lax.map(one, k, batch_size=10))(jax.random.split(jax.random.key(0), keys)),
+                     np.float64)  # 10 gradients at a time
   return dict(variance=float(draws.var(0).sum()), mean_squared_norm=float(np.square(draws.mean(0)).sum()))
+
+
+def figures_of() -> dict:
+  """The flags a run's figures depend on (cached figures of other flags are computed again)."""
+  return dict(num_samples=_NUM_SAMPLES.value, num_images=_NUM_IMAGES.value, gradient_keys=_GRADIENT_KEYS.value)
 
 
 def run_figures(variant: str, seed: int, config, workdir: pathlib.Path, log) -> dict:
   """Trains (or resumes) the run, then its figures; a finished run's are read from <workdir>/figures.json."""
   cached = workdir / 'figures.json'
   if cached.exists():
-    log('  finished earlier: ' + str(cached))
-    return json.loads(cached.read_text())
+    row = json.loads(cached.read_text())
+    if row.get('figures_of') == figures_of():
+      log('  finished earlier: ' + str(cached))
+      return row
   train.train_and_evaluate(config, str(workdir), log=lambda line: log('  ' + line))
   row = dict(metrics.run_summary(workdir, seed, THRESHOLDS), variant=variant)
   row.pop('curve', None)
@@ -108,6 +116,7 @@ def run_figures(variant: str, seed: int, config, workdir: pathlib.Path, log) -> 
   inferred = infer.infer(models, params, sources.to_unit_interval(scenes['image']))
   row['validation_accuracy'] = float((inferred['count'] == scenes['count']).mean())
   row['gradient'] = gradient_variance(models, workdir, scenes['image'][:64], _GRADIENT_KEYS.value)
+  row['figures_of'] = figures_of()
   row = json.loads(json.dumps(row, default=lambda x: np.asarray(x).tolist()))
   cached.write_text(json.dumps(row, indent=1))
   return row
@@ -137,10 +146,15 @@ def main(argv):
   launch.require_choices('variants', _VARIANTS.value, VARIANTS)
   try:
     seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    launch.fail(f'--seeds must be comma-separated integers, got {",".join(_SEEDS.value)}')
+  try:
     evaluate.parse_num_samples(_NUM_SAMPLES.value)
-  except ValueError as e:
-    launch.fail(f'--seeds must be comma-separated integers, got {",".join(_SEEDS.value)}'
-                if not isinstance(e, infer.InputError) else str(e))
+  except infer.InputError as e:
+    launch.fail(str(e))
+  for flag in (_NUM_IMAGES, _GRADIENT_KEYS):
+    if flag.value <= 0:
+      launch.fail(f'--{flag.name} must be positive, got {flag.value}')
   output = pathlib.Path(_OUTPUT.value)
   if not output.parent.is_dir():
     launch.fail(f'--output: no such directory: {output.parent}')

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from air_jax import loss as loss_lib
 from air_jax import models as models_lib
 from air_jax import objectives
 from air_jax import steps
@@ -89,13 +90,10 @@ def test_vimco_is_unbiased_for_the_k_draw_bound():
     objectives.vimco_surrogate(jnp.zeros((1, 3)), jnp.zeros((1, 3)))
 
 
-@pytest.mark.parametrize('estimator_name, extra', [('concrete', {'concrete_straight_through': True}),
-                                                    ('vimco', {'vimco_samples': 2})])
-def test_estimator_trains_through_the_train_step(estimator_name, extra, scene_batch, init_smoke):
+def test_concrete_trains_through_the_train_step(scene_batch, init_smoke):
+  """The train step passes the annealed temperature; straight-through draws train too."""
   config = helpers.smoke_config('')
-  config.objective.z_pres_estimator = estimator_name
-  for name, value in extra.items():
-    config.objective[name] = value
+  config.objective.z_pres_estimator, config.objective.concrete_straight_through = 'concrete', True
   models = models_lib.build(config)
   state = init_smoke(jax.random.key(0))  # the estimator changes no parameter's shape
   before = jax.tree.map(np.array, state.params['model'])
@@ -105,6 +103,36 @@ def test_estimator_trains_through_the_train_step(estimator_name, extra, scene_ba
   assert np.isfinite(float(metrics['loss'])) and int(metrics['nonfinite_steps']) == 0
   head = lambda p: p['step']['pres_where']['MLP_0']['Dense_1']['dense']['kernel'][:, 0]
   assert not np.allclose(head(before), head(state.params['model']))  # q(z_pres) learns
+
+
+def logit_column_gradient(config, state, images, learn_z_pres=True):
+  """The loss's gradient on the parameters only q(z_pres)'s logit reads (the head's logit column)."""
+  loss_fn = loss_lib.make_loss_fn(models_lib.build(config))
+  prior = jnp.float32(config.objective.z_pres_prior)
+
+  def column(params, learn):
+    grads = jax.grad(lambda p: loss_fn(p, state.signal_stats, images, jax.random.key(3), prior, learn)[0])(params)
+    layer = grads['model']['step']['pres_where']['MLP_0']['Dense_1']['dense']
+    return jnp.concatenate([layer['kernel'][:, 0], layer['bias'][:1]])
+
+  return np.asarray(jax.jit(column)(state.params, jnp.asarray(learn_z_pres)))
+
+
+@pytest.mark.parametrize('estimator_name', ['concrete', 'vimco'])
+def test_held_z_pres_gets_no_gradient_and_the_likelihood_reaches_it(estimator_name, scene_batch, init_smoke):
+  """learn_z_pres False (the freeze): exactly no gradient on q(z_pres)'s logit. Otherwise the
+  likelihood reaches it (through the relaxed draw, or VIMCO's score): the gradient changes with
+  the likelihood's scale, which the KLs do not read."""
+  config = helpers.smoke_config('')
+  config.objective.z_pres_estimator, config.objective.vimco_samples = estimator_name, 2
+  state = init_smoke(jax.random.key(0))
+  images = jnp.asarray(scene_batch['image'][:8], jnp.float32) / 255.0
+  held = logit_column_gradient(config, state, images, learn_z_pres=False)
+  assert np.all(held == 0), held
+  sharp = logit_column_gradient(config, state, images)
+  config.objective.likelihood_scale = 1e4  # the likelihood's gradient ~0: the KLs' alone
+  flat = logit_column_gradient(config, state, images)
+  assert np.abs(sharp - flat).max() > 1e-2 * np.abs(sharp).max(), (sharp, flat)
 
 
 def test_relaxed_and_multi_draw_estimators_refuse_3d():

@@ -109,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1_000
   config.eval_batch_size = 500
   # > 0: each evaluation also reports the importance-weighted bound L_K on log p(x) with K this
-  # many draws per image (air_jax.bounds; K forward passes per image); 0: the ELBO only.
+  # many draws per image (air_jax.bounds; K forward passes per image, 50 at a time); 0: the ELBO only.
   config.eval_importance_samples = 0
   config.max_checkpoints = 2
   config.max_nonfinite_in_a_row = 10  # skipped (non-finite) steps in a row that stop the run
