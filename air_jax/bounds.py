@@ -97,13 +97,13 @@ def count_posterior(log_w: np.ndarray, counts: np.ndarray, max_count: int) -> np
 def summarise(log_w: np.ndarray, num_samples: Sequence[int], true_counts: np.ndarray | None = None,
               ) -> Dict[str, Dict]:
   """{str(K): {'mean', 'standard_error' (over images), 'per_count' {c: mean over images of true
-  count c}}} of the L_K estimates for each K in num_samples."""
+  count c} (given true_counts, all known)}} of the L_K estimates for each K in num_samples."""
   figures = {}
   for k in num_samples:
     per_image = bound(log_w, k)
     entry = dict(mean=float(per_image.mean()),
                  standard_error=float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0)
-    if true_counts is not None and (true_counts >= 0).all():
+    if true_counts is not None:
       entry['per_count'] = {str(c): float(per_image[true_counts == c].mean()) for c in np.unique(true_counts)}
     figures[str(k)] = entry
   return figures
