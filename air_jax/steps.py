@@ -59,7 +59,12 @@ def clip_by_norm(tree, norm: jax.Array, max_norm: float):
 
 def init_state(models, key: jax.Array) -> TrainState:
   """A new TrainState of a run's models (air_jax.models.build), unsharded (see create_train_state
-  for the sharded one)."""
+  for the sharded one). Compiled as one program: run eagerly, each op of the forward pass that
+  init traces would compile on its own (20 s instead of 2 for the 3D smoke model)."""
+  return jax.jit(functools.partial(_new_state, models))(key)
+
+
+def _new_state(models, key: jax.Array) -> TrainState:
   config = models.config
   model_key, sample_key, baseline_key = jax.random.split(key, 3)
   images = jnp.zeros((1,) + models.scene.image_shape, jnp.float32)

@@ -1,6 +1,7 @@
 """The 3D scene kind end to end: the smoke config trains through the one train loop (checkpoints,
 evaluation, pictures), air_jax.infer reads its workdir, DAIR's canvas is the render of the steps
 before, and q's identity and pose are what the loss scores and renders."""
+import functools
 import pathlib
 import types
 
@@ -33,6 +34,17 @@ def by_hand_renderer_pose(config, pose, ids):
   order = np.array([4.0, 1.0, 2.0])[ids]
   return np.concatenate([config.objective.position_prior_scale * pose[..., :2],
                          (np.arctan2(pose[..., 3], pose[..., 2]) / order)[..., None]], -1)
+
+
+def compiled(fn, **static):
+  """fn with keyword arguments `static` fixed, compiled as one program: run eagerly, each op of the
+  model's forward pass would compile on its own (several times slower in these tests)."""
+  return jax.jit(functools.partial(fn, **static))
+
+
+def fresh_params(core, images):
+  """The core's parameters initialised on one image (keys 0 and 1)."""
+  return compiled(core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
 
 
 @pytest.fixture(scope='module')
@@ -81,8 +93,8 @@ def test_the_render_is_of_the_present_objects_only():
   scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
-  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
-  out = air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  params = fresh_params(air, images)
+  out = compiled(air.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
   ids = np.asarray(out.objects['identity'])
   expected = scene.pool(ids, by_hand_renderer_pose(config, out.objects['pose'], ids), np.asarray(out.z_pres))
   np.testing.assert_allclose(out.canvas, expected, atol=1e-6)
@@ -97,10 +109,10 @@ def test_rotation_is_the_sampled_shapes_own_and_its_kl_is_averaged_over_q_identi
   scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
-  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  params = fresh_params(air, images)
   kl = lambda loc, scale: (0.5 * (np.square(loc) + np.square(scale) - 1) - np.log(scale)).sum(-1)
   for use_mode in (False, True):
-    out = air.apply({'params': params}, images, use_mode=use_mode, rngs={'sample': jax.random.key(5)})
+    out = compiled(air.apply, use_mode=use_mode)({'params': params}, images, rngs={'sample': jax.random.key(5)})
     o = jax.tree.map(np.asarray, out.objects)
     chex.assert_shape([o['rotation_loc'], o['rotation_scale']], (4, config.model.max_steps, 3, 2))
     ids = o['identity']
@@ -124,9 +136,9 @@ def test_dair_reads_the_image_minus_the_render_of_the_steps_before():
   scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
-  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
-  out, state = air.apply({'params': params}, images, rngs={'sample': jax.random.key(3)},
-                         mutable='intermediates')
+  params = fresh_params(air, images)
+  out, state = compiled(air.apply, mutable='intermediates')({'params': params}, images,
+                                                            rngs={'sample': jax.random.key(3)})
   inputs = np.asarray(state['intermediates']['step']['encoder_input'][0])  # [N, B, H, W]
   ids, present = np.asarray(out.objects['identity']), np.asarray(out.z_pres)
   poses = by_hand_renderer_pose(config, out.objects['pose'], ids)
@@ -164,16 +176,15 @@ def test_one_train_step_moves_the_pose_head_by_finite_differences(tmp_path):
 def test_a_frozen_identity_gets_no_gradient_and_the_loss_is_the_same():
   """learn_discrete False (objective.discrete_freeze_steps): the identity logits' columns of the
   shape encoder get exactly no gradient (neither REINFORCE nor the KLs), the pose's still do."""
-  config = smoke_config('')
-  scene = models_lib.build(config).scene
-  images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
-  state = steps.init_state(models_lib.build(config), jax.random.key(0))
-  loss_fn = loss_lib.make_loss_fn(models_lib.build(config))
+  models = models_lib.build(smoke_config(''))
+  images = models.scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
+  state = steps.init_state(models, jax.random.key(0))
+  # Compiled once (learn_discrete traced, as in the train step): eager, each op compiles alone.
+  loss_and_grad = jax.jit(jax.value_and_grad(loss_lib.make_loss_fn(models), has_aux=True))
   kernel = lambda g, layer: np.abs(np.asarray(g['model']['step']['shape_encoder'][layer]['dense']['kernel'])).max(0)
   results = {}
   for learn in (True, False):
-    (value, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.signal_stats, images, jax.random.key(1), 1e-4, True, learn)
+    (value, _), grads = loss_and_grad(state.params, state.signal_stats, images, jax.random.key(1), 1e-4, True, learn)
     results[learn] = float(value), kernel(grads, 'identity'), kernel(grads, 'rotation')
   np.testing.assert_allclose(results[False][0], results[True][0], rtol=1e-6)
   assert np.all(results[True][1] > 0) and np.all(results[False][1] == 0)
@@ -264,8 +275,8 @@ def sampled_scene(discrete_gradient: str):
   scene = models_lib.build(config).scene
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
-  params = air.init({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
-  return config, scene, images, air.apply({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  params = fresh_params(air, images)
+  return config, scene, images, compiled(air.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
 
 
 def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
@@ -290,7 +301,8 @@ def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():
       np.testing.assert_allclose(canvases[:, i, shape], expected, atol=1e-6)
   np.testing.assert_array_equal(scene.discrete_log_prob(out), 0.0)
   state = steps.init_state(models_lib.build(config), jax.random.key(0))
-  grads = jax.grad(lambda p: loss_lib.make_loss_fn(models_lib.build(config))(p, state.signal_stats, images, jax.random.key(1), 1e-4)[0])(state.params)
+  loss_fn = loss_lib.make_loss_fn(models_lib.build(config))
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, state.signal_stats, images, jax.random.key(1), 1e-4)[0]))(state.params)
   assert np.abs(np.asarray(grads['model']['step']['shape_encoder']['identity']['dense']['kernel'])).max() > 0
   u, loc, scale = (np.asarray(out.objects[name]) for name in ('rotations', 'rotation_loc', 'rotation_scale'))
   log_ratio = (-0.5 * u ** 2 + 0.5 * ((u - loc) / scale) ** 2 + np.log(scale)).sum(-1)
