@@ -170,6 +170,11 @@ def summarise_count_accuracy(workdir: pathlib.Path, thresholds) -> dict:
   if 'count_accuracy' not in evaluations[-1]:
     raise ValueError(f'{workdir} has no count accuracy to summarise: its data have no true counts '
                      f'(its evaluations report elbo and mean_steps instead)')
+  return count_accuracy_summary(evaluations, thresholds)
+
+
+def count_accuracy_summary(evaluations, thresholds) -> dict:
+  """summarise_count_accuracy of a run's evaluation records (each with a count_accuracy)."""
   return dict(final_step=evaluations[-1]['step'], final_accuracy=evaluations[-1]['count_accuracy'],
               best_accuracy=max(r['count_accuracy'] for r in evaluations),
               crossings={t: first_crossing(evaluations, t) for t in thresholds},
@@ -208,12 +213,14 @@ def run_summary(workdir, seed: int, thresholds=(0.95, 0.98)) -> dict:
   """A finished run's figures from its history: its last evaluation, and where it has counts
   summarise_count_accuracy's (first evaluations at each threshold, final and best accuracy) and
   the lowest accuracy after the first at >= 98%."""
-  final = read_evaluations(workdir)[-1]
+  evaluations = read_evaluations(workdir)
+  if not evaluations:
+    raise ValueError(f'{workdir} has no evaluations in history.jsonl')
+  final = evaluations[-1]
   row = dict(seed=seed, final_step=final['step'], train_seconds=final['train_seconds'], elbo=final['elbo'],
              reconstruction_mse=final['reconstruction_mse'], mean_steps=final['mean_steps'])
   if 'count_accuracy' in final:
-    counts = summarise_count_accuracy(workdir, thresholds)
-    evaluations = read_evaluations(workdir)
+    counts = count_accuracy_summary(evaluations, thresholds)
     reached = counts['crossings'].get(0.98)
     row.update(final_accuracy=counts['final_accuracy'], best_accuracy=counts['best_accuracy'],
                confusion=final['confusion'],

@@ -205,10 +205,11 @@ class TestMultiMNIST:
     counts = [int(source[i]['count']) for i in range(len(source))]
     assert set(counts) == {0, 2, 3}
 
-  @pytest.mark.parametrize('count', [2, 3])
-  def test_layout(self, digits, count):
+  @pytest.mark.parametrize('count, canvas', [(2, 50), (3, 50), (5, 80), (9, 128)])  # crowded.py's tasks too
+  def test_layout(self, digits, count, canvas):
     """Ink boxes never overlap, enclose all ink tightly, and carry the placed digits' labels."""
-    source = scenes(digits, counts=(count,), num_examples=100, seed=count)
+    source = scenes(digits, counts=(count,), num_examples=100 if canvas == 50 else 20, seed=count,
+                    canvas_size=canvas)
     ink = multi_mnist.ink_boxes(digits.train_images)
     for i in range(len(source)):
       example = source[i]
@@ -219,7 +220,7 @@ class TestMultiMNIST:
           assert not multi_mnist.boxes_overlap(boxes[a], boxes[b]), (i, boxes)
       covered = np.zeros(image.shape, bool)
       for k, (top, left, height, width) in enumerate(boxes):
-        assert top >= 0 and left >= 0 and top + height <= 50 and left + width <= 50
+        assert top >= 0 and left >= 0 and top + height <= canvas and left + width <= canvas
         covered[top:top + height, left:left + width] = True
         crop = image[top:top + height, left:left + width]
         assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()  # tight

@@ -1,0 +1,52 @@
+"""Crowded Multi-MNIST: more digits on larger canvases (issue 38's tasks), the 2D model otherwise.
+
+    python experiments/train.py --config=air_jax/configs/crowded.py:a --workdir=/tmp/a   # 0-3 digits, 50x50
+    python experiments/train.py --config=air_jax/configs/crowded.py:b --workdir=/tmp/b   # 0-5 digits, 80x80
+    python experiments/train.py --config=air_jax/configs/crowded.py:c --workdir=/tmp/c   # 0-9 digits, 128x128
+    python experiments/train.py --config=air_jax/configs/crowded.py:c,smoke ...          # tiny, for tests
+
+Digits keep MNIST's 28x28 size and are composed as in configs/multi_mnist.py (non-overlapping ink
+boxes, held-out scenes of MNIST test digits). What changes with the task:
+- config.model.max_steps = the most digits + 1 (the core's slots);
+- the window prior's mean keeps the default's 35 px window (z_where_prior_loc's s = the logit of
+  35 px / canvas side, glimpse.window_logit), so the prior says "a digit" on any canvas;
+- the image encoder is strided convolutions (model.image_conv_features), so the core's image
+  projection grows with the feature map, not with the canvas's pixels (128x128 read densely into
+  the LSTM gates is 16,384 x 1,024 weights);
+- fewer training scenes on the larger canvases (each 128x128 scene holds 4.5 digits on average).
+"""
+import math
+
+import ml_collections
+
+from air_jax.configs import multi_mnist
+
+WINDOW_PIXELS = 35.0  # the default's prior window: window_size(0.7) of a 50 px canvas
+# task -> (canvas side, the most digits, training scenes)
+TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
+
+
+def window_logit(pixels: float, canvas: int) -> float:
+  """s of a window of `pixels` on a `canvas`-pixel side (glimpse.window_logit, in plain Python)."""
+  w = pixels / canvas
+  return math.log((w - 0.1) / (1.0 - w))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """arg: the task ('a', 'b' or 'c'), optionally followed by ',smoke' (a tiny model and run)."""
+  parts = (arg or '').split(',')
+  task, smoke = parts[0], parts[1:] == ['smoke']
+  if task not in TASKS or parts[1:] not in ([], ['smoke']):
+    raise ValueError(f"unknown config argument {arg!r}: use a task of {sorted(TASKS)}, optionally "
+                     f"followed by ',smoke' (e.g. 'c' or 'c,smoke')")
+  canvas, most, num_train = TASKS[task]
+  config = multi_mnist.get_config('smoke' if smoke else None)
+  config.data.canvas_size = canvas
+  config.data.train_counts = config.data.eval_counts = tuple(range(most + 1))
+  config.model.max_steps = most + 1
+  config.model.image_conv_features = (8, 16) if smoke else (32, 64)
+  s, x, y = config.objective.z_where_prior_loc
+  config.objective.z_where_prior_loc = (round(window_logit(WINDOW_PIXELS, canvas), 4), x, y)
+  if not smoke:
+    config.data.num_train = num_train
+  return config

@@ -1,0 +1,30 @@
+"""configs/crowded.py: the crowded tasks (a) 0-3 digits on 50x50, (b) 0-5 on 80x80, (c) 0-9 on
+128x128 are valid configs of the one 2D model, each with a slot per digit plus one and the
+default's 35 px prior window (the composer's layouts: test_data.py's test_layout)."""
+import numpy as np
+import pytest
+
+from air_jax import glimpse
+from air_jax import models as models_lib
+from air_jax.configs import crowded
+from air_jax.configs import multi_mnist
+
+
+@pytest.mark.parametrize('task, canvas, most', [('a', 50, 3), ('b', 80, 5), ('c', 128, 9)])
+def test_each_task_is_a_valid_config_of_its_canvas_and_counts(task, canvas, most):
+  for arg in (task, task + ',smoke'):
+    config = models_lib.build(crowded.get_config(arg)).config
+    assert config.data.canvas_size == canvas and config.model.max_steps == most + 1
+    assert tuple(config.data.train_counts) == tuple(config.data.eval_counts) == tuple(range(most + 1))
+    window = float(glimpse.window_size(np.float32(config.objective.z_where_prior_loc[0]))) * canvas
+    np.testing.assert_allclose(window, crowded.WINDOW_PIXELS, atol=0.01)
+    assert len(config.model.image_conv_features) == 2  # convolutions: the projection ignores the canvas area
+  default = multi_mnist.get_config()
+  np.testing.assert_allclose(crowded.get_config('a').objective.z_where_prior_loc, default.objective.z_where_prior_loc,
+                             atol=0.01)  # (a) is the default's canvas: the same prior window
+
+
+@pytest.mark.parametrize('arg', [None, 'd', 'c,tiny', 'c,smoke,smoke'])
+def test_an_unknown_task_is_refused(arg):
+  with pytest.raises(ValueError, match='use a task of'):
+    crowded.get_config(arg)
