@@ -15,21 +15,14 @@ boxes, held-out scenes of MNIST test digits). What changes with the task:
   the LSTM gates is 16,384 x 1,024 weights);
 - fewer training scenes on the larger canvases (each 128x128 scene holds 4.5 digits on average).
 """
-import math
-
 import ml_collections
 
+from air_jax import glimpse
 from air_jax.configs import multi_mnist
 
 WINDOW_PIXELS = 35.0  # the default's prior window: window_size(0.7) of a 50 px canvas
 # task -> (canvas side, the most digits, training scenes)
 TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
-
-
-def window_logit(pixels: float, canvas: int) -> float:
-  """s of a window of `pixels` on a `canvas`-pixel side (glimpse.window_logit, in plain Python)."""
-  w = pixels / canvas
-  return math.log((w - 0.1) / (1.0 - w))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -46,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.max_steps = most + 1
   config.model.image_conv_features = (8, 16) if smoke else (32, 64)
   s, x, y = config.objective.z_where_prior_loc
-  config.objective.z_where_prior_loc = (round(window_logit(WINDOW_PIXELS, canvas), 4), x, y)
+  config.objective.z_where_prior_loc = (round(float(glimpse.window_logit(WINDOW_PIXELS / canvas)), 4), x, y)
   if not smoke:
     config.data.num_train = num_train
   return config
