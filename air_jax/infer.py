@@ -8,9 +8,10 @@ IN.npz holds one array [N, H, W] (key 'images', or the file's only array): uint8
 read in file-name order as greyscale (white digits on black, like MNIST; air_jax.data.images);
 square images of another size are resized to the model's, others are refused. --visualize draws
 the first --visualize_images images as air_jax.visualize does.
-OUT.npz gets, with `steps` = the model's object slots:
-  count [N]                 objects found (slots before the first absent one, q's modes)
-  z_pres_prob [N, steps]    q(z_pres_i = 1 | x, z_<i)
+OUT.npz gets, with `steps` = the model's object slots (the recurrent core's steps; the parallel
+core's G x G cells in row-major order: slot r G + c is row r, column c):
+  count [N]                 objects found (present slots, q's modes)
+  z_pres_prob [N, steps]    q(z_pres_i = 1 | x, z_<i) (parallel core: q(z_pres_i = 1 | x))
   reconstruction_mse [N]    mean squared error of the modes' reconstruction
   count_posterior [N, C+1]  with --count_samples=K: p(count = c | x) from K importance-weighted
   count_weighted [N]        draws of q (air_jax.bounds), and its most probable count

@@ -32,7 +32,8 @@ def elbo_terms_for(models, out, images, prior) -> objectives.ELBOTerms:
   objective = models.config.objective
   return objectives.elbo_terms(out, images, likelihood_scale=objective.likelihood_scale,
                                z_pres_prior=prior, object_kls=models.scene.object_kls(out),
-                               likelihood_blur=objective.likelihood_blur)
+                               likelihood_blur=objective.likelihood_blur,
+                               sequential=models.core.sequential)
 
 
 def hold(learn, x, held):

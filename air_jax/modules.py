@@ -97,15 +97,16 @@ def check_conv_features(field: str, features) -> None:
 class ConvFeatures(nn.Module):
   """images [B, H, W] -> features [B, F]: 3x3 convolutions of stride 2, each followed by a ReLU,
   flattened (F = features[-1] * ceil(H / 2^k) * ceil(W / 2^k) for k layers; features () = the
-  pixels flattened, no parameters). Runs in float32."""
+  pixels flattened, no parameters); flatten False: the feature map [B, h, w, C]. Runs in float32."""
   features: Sequence[int]
+  flatten: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     x = images[..., None]
     for size in self.features:
       x = nn.relu(nn.Conv(size, (3, 3), strides=2)(x))
-    return x.reshape(x.shape[0], -1)
+    return x.reshape(x.shape[0], -1) if self.flatten else x
 
 
 def scale_bias(initial_scale: float) -> float:

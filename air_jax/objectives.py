@@ -107,9 +107,13 @@ def log_likelihood(images: jax.Array, canvas: jax.Array, scale: float, blur: flo
 
 
 def elbo_terms(out: CoreOutput, images: jax.Array, *, likelihood_scale: float,
-               z_pres_prior: float | jax.Array, object_kls: dict, likelihood_blur: float = 0.0) -> ELBOTerms:
+               z_pres_prior: float | jax.Array, object_kls: dict, likelihood_blur: float = 0.0,
+               sequential: bool = True) -> ELBOTerms:
   """Single-sample ELBO terms of `out` for images [B, H, W] in [0, 1]; object_kls: name -> [B, N]
   per-step KL of each object latent (unmasked; a scene kind's `object_kls(out)`).
+  sequential (the recurrent core): slot i's decisions also change the later slots, whose terms
+  join its learning signal (the module docstring); False (the parallel core, whose slots are
+  inferred independently given the image): l_i = log p(x | z) - z_i KL_obj_i, its own terms only.
   likelihood_blur > 0: the likelihood is of the image blurred by a Gaussian of that many pixels,
   log N(K x K^T; K canvas K^T, sigma^2 I): an object that misses the one it should explain still
   overlaps it once both are blurred, so a black-box renderer's finite differences see the way."""
@@ -119,9 +123,12 @@ def elbo_terms(out: CoreOutput, images: jax.Array, *, likelihood_scale: float,
   kl_object = sum(kl_objects.values())
   elbo = log_px - (kl_pres + kl_object).sum(-1)
 
-  reverse_cumsum = lambda x: jnp.flip(jnp.cumsum(jnp.flip(x, -1), -1), -1)
-  later_kl_pres = reverse_cumsum(kl_pres) - kl_pres  # sum_{j > i}
-  signal = log_px[:, None] - reverse_cumsum(kl_object) - later_kl_pres
+  if sequential:
+    reverse_cumsum = lambda x: jnp.flip(jnp.cumsum(jnp.flip(x, -1), -1), -1)
+    later_kl_pres = reverse_cumsum(kl_pres) - kl_pres  # sum_{j > i}
+    signal = log_px[:, None] - reverse_cumsum(kl_object) - later_kl_pres
+  else:
+    signal = log_px[:, None] - kl_object
   return ELBOTerms(log_px, kl_pres, kl_objects, elbo, jax.lax.stop_gradient(signal))
 
 

@@ -188,8 +188,8 @@ def make_train_step(models, mesh=None):
 
 
 def make_eval_step(models, mesh=None, importance_samples: int = 0):
-  """(model params, images [B, H, W], key) -> per image: inferred count with q's modes (the slots
-  before the first absent one, cores.count_of), ELBO of a sample, the modes' reconstruction error
+  """(model params, images [B, H, W], key) -> per image: inferred count with q's modes (the present
+  slots, cores.count_of), ELBO of a sample, the modes' reconstruction error
   mean((canvas - image)^2) and latents (the scene kind's summary of them); with
   importance_samples = K > 0 (the loop passes config.eval_importance_samples) also importance_bound,
   the K-draw bound L_K (air_jax.bounds)."""

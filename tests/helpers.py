@@ -1,7 +1,9 @@
 """Shared test helpers: a fake MNIST cache, the smoke config, subprocess environment."""
+import functools
 import os
 import pathlib
 
+import jax
 import numpy as np
 
 from air_jax import steps
@@ -49,6 +51,12 @@ def smoke_config(data_dir, **overrides):
   for name, value in overrides.items():
     config[name] = value
   return config
+
+
+def compiled(fn, **static):
+  """fn with keyword arguments `static` fixed, compiled as one program: run eagerly, each op of a
+  model's forward pass would compile on its own (several times slower in the tests)."""
+  return jax.jit(functools.partial(fn, **static))
 
 
 def subprocess_env():

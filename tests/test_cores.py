@@ -1,6 +1,8 @@
-"""The inference-core seam (air_jax.cores, air_jax.models): the count read from any core's output,
+"""The inference-core seam (air_jax.cores, air_jax.models): the count read from any core's output
+(its present slots, wherever they are: the parallel core's cells),
 and a core plugged in through models.CORES reaching the eval and train steps unchanged."""
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -14,15 +16,16 @@ from air_jax import steps
 from tests import helpers
 
 
-def test_count_is_the_slots_before_the_first_absent_one():
-  z_pres = jnp.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1], [0.9, 0.6, 0.4]])
-  np.testing.assert_array_equal(cores.count_of(z_pres), [2, 1, 0, 3, 2])
+def test_count_is_the_present_slots():
+  z_pres = jnp.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1], [0.9, 0.6, 0.4], [0.2, 0.7, 0.4]])
+  np.testing.assert_array_equal(cores.count_of(z_pres), [2, 2, 2, 3, 2, 1])
 
 
 class FixedCore(nn.Module):
   """A stand-in core whose q's modes are given: z_pres per slot, 2D objects at the canvas centre."""
   z_pres: tuple
   z_what_size: int
+  sequential: ClassVar[bool] = False
 
   @nn.compact
   def __call__(self, images, use_mode=False):
@@ -45,21 +48,21 @@ def fixed_models():
   return dataclasses.replace(models, core=FixedCore((1.0, 0.0, 1.0), models.config.model.z_what_size))
 
 
-def test_eval_step_counts_slots_before_the_first_absent_one(fixed_models, scene_batch):
+def test_eval_step_counts_the_present_slots(fixed_models, scene_batch):
   params = fixed_models.core.init(jax.random.key(0), jnp.zeros((1, 50, 50)))['params']
   out = steps.make_eval_step(fixed_models)(params, scene_batch['image'][:8], jax.random.key(1))
-  np.testing.assert_array_equal(out['count'], np.ones(8))  # not 2, the present slots
+  np.testing.assert_array_equal(out['count'], np.full(8, 2))  # present, absent, present: 2
 
 
-def test_train_step_metrics_count_slots_before_the_first_absent_one(fixed_models, scene_batch):
+def test_train_step_metrics_count_the_present_slots(fixed_models, scene_batch):
   state = steps.init_state(fixed_models, jax.random.key(0))
-  counts = np.ones(8, np.int32)
+  counts = np.full(8, 2, np.int32)
   _, metrics = steps.make_train_step(fixed_models)(state, scene_batch['image'][:8], counts, jax.random.key(1))
-  assert float(metrics['count']) == 1.0 and float(metrics['train_count_accuracy']) == 1.0
+  assert float(metrics['count']) == 2.0 and float(metrics['train_count_accuracy']) == 1.0
 
 
 def test_unknown_inference_core_is_one_clear_error():
   config = helpers.smoke_config('')
   config.model.inference = 'parallel_cells'
-  with pytest.raises(ValueError, match=r"config.model.inference must be one of \('recurrent',\)"):
+  with pytest.raises(ValueError, match=r"config.model.inference must be one of \('recurrent', 'parallel'\)"):
     models_lib.build(config)

@@ -1,7 +1,6 @@
 """The 3D scene kind end to end: the smoke config trains through the one train loop (checkpoints,
 evaluation, pictures), air_jax.infer reads its workdir, DAIR's canvas is the render of the steps
 before, and q's identity and pose are what the loss scores and renders."""
-import functools
 import pathlib
 import types
 
@@ -18,6 +17,7 @@ from air_jax import train
 from air_jax.configs import shapes_3d as shapes_3d_config
 from air_jax.data import shapes_3d
 from air_jax import models as models_lib
+from tests import helpers
 
 
 def smoke_config(data_dir, **model):
@@ -36,15 +36,9 @@ def by_hand_renderer_pose(config, pose, ids):
                          (np.arctan2(pose[..., 3], pose[..., 2]) / order)[..., None]], -1)
 
 
-def compiled(fn, **static):
-  """fn with keyword arguments `static` fixed, compiled as one program: run eagerly, each op of the
-  model's forward pass would compile on its own (several times slower in these tests)."""
-  return jax.jit(functools.partial(fn, **static))
-
-
 def fresh_params(core, images):
   """The core's parameters initialised on one image (keys 0 and 1)."""
-  return compiled(core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  return helpers.compiled(core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
 
 
 @pytest.fixture(scope='module')
@@ -94,7 +88,7 @@ def test_the_render_is_of_the_present_objects_only():
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
   params = fresh_params(air, images)
-  out = compiled(air.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  out = helpers.compiled(air.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
   ids = np.asarray(out.objects['identity'])
   expected = scene.pool(ids, by_hand_renderer_pose(config, out.objects['pose'], ids), np.asarray(out.z_pres))
   np.testing.assert_allclose(out.canvas, expected, atol=1e-6)
@@ -112,7 +106,7 @@ def test_rotation_is_the_sampled_shapes_own_and_its_kl_is_averaged_over_q_identi
   params = fresh_params(air, images)
   kl = lambda loc, scale: (0.5 * (np.square(loc) + np.square(scale) - 1) - np.log(scale)).sum(-1)
   for use_mode in (False, True):
-    out = compiled(air.apply, use_mode=use_mode)({'params': params}, images, rngs={'sample': jax.random.key(5)})
+    out = helpers.compiled(air.apply, use_mode=use_mode)({'params': params}, images, rngs={'sample': jax.random.key(5)})
     o = jax.tree.map(np.asarray, out.objects)
     chex.assert_shape([o['rotation_loc'], o['rotation_scale']], (4, config.model.max_steps, 3, 2))
     ids = o['identity']
@@ -137,7 +131,7 @@ def test_dair_reads_the_image_minus_the_render_of_the_steps_before():
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
   params = fresh_params(air, images)
-  out, state = compiled(air.apply, mutable='intermediates')({'params': params}, images,
+  out, state = helpers.compiled(air.apply, mutable='intermediates')({'params': params}, images,
                                                             rngs={'sample': jax.random.key(3)})
   inputs = np.asarray(state['intermediates']['step']['encoder_input'][0])  # [N, B, H, W]
   ids, present = np.asarray(out.objects['identity']), np.asarray(out.z_pres)
@@ -276,7 +270,7 @@ def sampled_scene(discrete_gradient: str):
   images = scene.scenes('train').__getitems__(range(4))['image'].astype(np.float32) / 255.0
   air = models_lib.build(config).core
   params = fresh_params(air, images)
-  return config, scene, images, compiled(air.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  return config, scene, images, helpers.compiled(air.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
 
 
 def test_enumerated_identity_canvases_are_the_scene_with_one_shape_swapped():

@@ -27,8 +27,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.model = ml_collections.ConfigDict(dict(
-      inference='recurrent',  # the inference core (air_jax.models.CORES): AIR/DAIR, one object per step
-      max_steps=3,            # one more than the most objects, so the model can say "stop"
+      inference='recurrent',  # the inference core (air_jax.models.CORES): AIR/DAIR, one object per step,
+                              # or 'parallel': a grid of cells, each an object or none (air_jax.cores.parallel)
+      max_steps=3,            # one more than the most objects, so the model can say "stop" ('parallel': grid_size^2)
+      grid_size=4,            # 'parallel': cells per side
+      cell_hidden=256,        # 'parallel': size of each cell's state
       difference_input=False,  # True: DAIR (the LSTM sees image - canvas so far)
       memoryless=False,       # DAIR only: step i sees x - canvas_<i and nothing else (no LSTM memory)
       # The image encoder phi (air_jax.cores.recurrent): () = the pixels, linearly projected into the LSTM

@@ -9,12 +9,16 @@ holds the registry) and the run's scene kind (air_jax.scenes.base.SceneKind):
 over N object slots. It decides each slot's z_pres and the hidden state the scene kind reads the
 slot's object from (SceneKind.predict / sample), and draws the objects through the kind
 (draw / render). The objective, the loss, the steps, evaluation and the tools read CoreOutput only.
-Slots are ordered so that the present ones come first: a scene's count is the number of slots
-before the first absent one (count_of). With a Relaxation (the 'concrete' z_pres estimator, training
+A scene's count is the number of present slots (count_of); the recurrent core's present slots come
+first (once absent, always absent), the parallel core's are cells anywhere on its grid. A core's
+class attribute `sequential` says whether slot i's decisions change the later slots (recurrent) or
+only the likelihood and its own terms (parallel): the learning signal's credit assignment
+(objectives.elbo_terms). With a Relaxation (the 'concrete' z_pres estimator, training
 only) a core draws each z_pres from the relaxed Bernoulli (objectives.relaxed_bernoulli) instead:
 z_pres, active and the canvas are then continuous in the z_pres logits.
 
-Cores: 'recurrent' (air_jax.cores.recurrent: AIR and DAIR, one object per step).
+Cores: 'recurrent' (air_jax.cores.recurrent: AIR and DAIR, one object per step) and 'parallel'
+(air_jax.cores.parallel: a grid of cells inferred at once, as SPACE).
 """
 from typing import Dict, NamedTuple
 
@@ -42,5 +46,6 @@ class Relaxation(NamedTuple):
 
 
 def count_of(z_pres: jax.Array) -> jax.Array:
-  """[B, N] -> int32 [B]: the slots before the first absent one (z_pres <= 0.5), the scene's count."""
-  return jnp.cumprod(z_pres > 0.5, axis=-1).sum(-1).astype(jnp.int32)
+  """[B, N] -> int32 [B]: the present slots (z_pres > 0.5), the scene's count. (The recurrent
+  core's z_pres never rises again along the slots, so these are the slots before the first absent.)"""
+  return (z_pres > 0.5).sum(-1).astype(jnp.int32)

@@ -20,7 +20,7 @@ With model.memoryless (DAIR only) the LSTM starts every step from a zero state a
 the previous latents: each step infers the next object from x - canvas_<i alone.
 """
 import dataclasses
-from typing import Callable, Tuple
+from typing import Callable, ClassVar, Tuple
 
 import chex
 import flax.linen as nn
@@ -119,6 +119,7 @@ class RecurrentCore(nn.Module):
   a cumulative product, so present steps come first). Randomness comes from the 'sample' stream."""
   options: RecurrentOptions
   scene: base.SceneKind  # the run's scene kind
+  sequential: ClassVar[bool] = True  # step i's decisions change every later step (objectives.elbo_terms)
 
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False, relaxation: Relaxation | None = None) -> CoreOutput:

@@ -16,7 +16,7 @@ count -1 and evaluation reports the steps used instead of a count accuracy.
 import abc
 import pathlib
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,14 @@ Objects = Dict[str, jax.Array]  # an object's latents by name: [B, ...] per step
 KeyFn = Optional[Callable[[], jax.Array]]  # None: q's modes; else returns a fresh key per call
 
 
+class Cell(NamedTuple):
+  """Where a spatially parallel core's slot looks (air_jax.cores.parallel): a cell of a grid over
+  the image, in the kind's position coordinates. Its object's position is the centre plus
+  half_size times a latent offset u whose prior is N(0, 1) (the kind's KLs read the offset)."""
+  centre: jax.Array  # [B, 2]
+  half_size: float   # half the cell's side
+
+
 class SceneKind(abc.ABC):
   """What a kind of scene brings; see the module docstring. Shapes use B images and N slots."""
 
@@ -40,6 +48,8 @@ class SceneKind(abc.ABC):
   # Object latents all reparameterised and the rendering differentiable in z_pres: the 'concrete'
   # and 'vimco' z_pres estimators apply (air_jax.loss).
   relaxable: bool = True
+  # sample places an object within a Cell: the spatially parallel core applies (air_jax.cores).
+  cells: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -82,8 +92,9 @@ class SceneKind(abc.ABC):
     """h [B, L] -> (z_pres logit [B], the object head's outputs for sample)."""
 
   @abc.abstractmethod
-  def sample(self, head: Any, images: jax.Array, key_fn: KeyFn) -> Tuple[Objects, jax.Array]:
-    """-> (object latents {name: [B, ...]}, feedback [B, feedback_size])."""
+  def sample(self, head: Any, images: jax.Array, key_fn: KeyFn, cell: Cell | None = None) -> Tuple[Objects, jax.Array]:
+    """-> (object latents {name: [B, ...]}, feedback [B, feedback_size]); with a Cell (kinds with
+    cells True), the object's position is the cell's centre plus half its side times an offset."""
 
   def empty_canvas(self, images: jax.Array) -> Any:
     """The canvas before any object: zeros like images [B, H, W]."""

@@ -41,6 +41,7 @@ class Scene(base.SceneKind):
 
   name = 'multi_mnist'
   evaluators = ('multi_mnist_layout',)
+  cells = True
 
   @property
   def image_shape(self):
@@ -73,10 +74,16 @@ class Scene(base.SceneKind):
         logit_bound=self.model.z_pres_logit_bound, name='pres_where')(h)
     return logit, (where_loc, where_scale)
 
-  def sample(self, head, images, key_fn):
+  def sample(self, head, images, key_fn, cell=None):
     cfg, dtype = self.model, self.dtype
     where_loc, where_scale = head
-    z_where = where_loc if key_fn is None else where_loc + where_scale * jax.random.normal(key_fn(), where_loc.shape)
+    latent = where_loc if key_fn is None else where_loc + where_scale * jax.random.normal(key_fn(), where_loc.shape)
+    cell_objects = {}
+    if cell is None:
+      z_where = latent
+    else:  # (s, u): the window's centre is the cell's centre + half_size u
+      z_where = jnp.concatenate([latent[:, :1], cell.centre + cell.half_size * latent[:, 1:]], -1)
+      cell_objects = dict(z_where_offset=latent)
     glimpses = glimpse.read(images, z_where, (cfg.glimpse_size, cfg.glimpse_size))
     what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size, dtype=dtype,
                                                  name='object_encoder')(glimpses)
@@ -84,7 +91,7 @@ class Scene(base.SceneKind):
     patches = self.decoder(name='object_decoder')(z_what)
     objects = dict(z_where_loc=where_loc, z_where_scale=where_scale, z_where=z_where,
                    z_what_loc=what_loc, z_what_scale=what_scale, z_what=z_what,
-                   image=glimpse.write(patches, z_where, images.shape[1:]))
+                   image=glimpse.write(patches, z_where, images.shape[1:]), **cell_objects)
     return objects, jnp.concatenate([z_where, z_what], axis=-1)
 
   def decoder(self, name=None) -> modules.ObjectDecoder:
@@ -99,21 +106,28 @@ class Scene(base.SceneKind):
     return canvas + drawn
 
   # --- the objective ---
+  def where_latent_and_prior(self, objects):
+    """(the sampled z_where latent, its prior's loc and scale): z_where ~ N(objective.z_where_prior_*)
+    or, for objects placed in cells, (s, u) with the same prior on s and N(0, 1) on the offset u."""
+    loc = jnp.asarray(self.objective.z_where_prior_loc, jnp.float32)
+    scale = jnp.asarray(self.objective.z_where_prior_scale, jnp.float32)
+    if 'z_where_offset' in objects:  # the core placed the objects in cells (base.Cell)
+      return objects['z_where_offset'], loc.at[1:].set(0.0), scale.at[1:].set(1.0)
+    return objects['z_where'], loc, scale
+
   def object_kls(self, out):
-    objects, objective = out.objects, self.objective
-    where_loc = jnp.asarray(objective.z_where_prior_loc, jnp.float32)
-    where_scale = jnp.asarray(objective.z_where_prior_scale, jnp.float32)
+    objects = out.objects
+    _, where_loc, where_scale = self.where_latent_and_prior(objects)
     return dict(
         where=objectives.normal_kl(objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale).sum(-1),
         what=objectives.normal_kl(objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0).sum(-1))
 
   def object_log_ratio(self, out):
-    objects, objective = out.objects, self.objective
+    objects = out.objects
     log_ratio = lambda x, loc, scale, p_loc, p_scale: (
         objectives.normal_log_prob(x, p_loc, p_scale) - objectives.normal_log_prob(x, loc, scale)).sum(-1)
-    where_loc = jnp.asarray(objective.z_where_prior_loc, jnp.float32)
-    where_scale = jnp.asarray(objective.z_where_prior_scale, jnp.float32)
-    return (log_ratio(objects['z_where'], objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale)
+    where, where_loc, where_scale = self.where_latent_and_prior(objects)
+    return (log_ratio(where, objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale)
             + log_ratio(objects['z_what'], objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0))
 
   def summary(self, objects):

@@ -215,9 +215,10 @@ class Scene(base.SceneKind):
     side = jnp.clip(side, glimpse.WINDOW_MIN + 1e-3, glimpse.WINDOW_MAX - 1e-3)
     return jnp.stack([glimpse.window_logit(side), 2 * pixels[:, 1] / n - 1, 2 * pixels[:, 0] / n - 1], -1)
 
-  def sample(self, head, images, key_fn):
+  def sample(self, head, images, key_fn, cell=None):
     """Attend, then infer: the position from the LSTM state, then the shape and its rotation from
-    a glimpse of the image at the sampled position (ShapeEncoder)."""
+    a glimpse of the image at the sampled position (ShapeEncoder). No cells (cells False)."""
+    del cell
     cfg = self.model
     position_loc, position_scale = head
     draw = lambda loc, scale: loc if key_fn is None else loc + scale * jax.random.normal(key_fn(), loc.shape)

@@ -1,0 +1,156 @@
+"""The spatially parallel core (config.model.inference 'parallel', air_jax.cores.parallel): cells in
+row-major slot order, each object placed in its cell, a count of the present cells; NVIL with
+per-cell credit unbiased against the exact gradient on a toy whose 2^4 cell decisions are
+enumerated (as tests/test_estimator.py for the recurrent core); a run end to end through the one
+loop (sharded over the suite's 4 fake devices), resume and infer."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from air_jax import cores
+from air_jax import infer
+from air_jax import loss as loss_lib
+from air_jax import models as models_lib
+from air_jax import objectives
+from air_jax import train
+from air_jax.configs import shapes_3d as shapes_3d_config
+from air_jax.cores import parallel
+from tests import helpers
+from tests import test_estimator as recurrent_toy
+
+GRID = 2  # 4 cells: 16 joint z_pres values to enumerate
+
+
+def parallel_config(data_dir='', grid=GRID, **overrides):
+  config = helpers.smoke_config(data_dir, **overrides)
+  config.model.inference, config.model.grid_size = 'parallel', grid
+  config.model.image_conv_features, config.model.cell_hidden = (4, 8), 16
+  return config
+
+
+def test_cells_are_row_major_slots_and_each_object_sits_in_its_cell(scene_batch):
+  np.testing.assert_allclose(parallel.cell_centres(2), [[-0.5, -0.5], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]])
+  config = parallel_config(grid=3)
+  config.model.z_pres_logit_bias = 0.0
+  models = models_lib.build(config)
+  assert models.config.model.max_steps == 9  # a slot per cell
+  images = jnp.asarray(scene_batch['image'][:8], jnp.float32) / 255.0
+  params = helpers.compiled(models.core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  assert set(params['step']) == {'pres_where', 'object_encoder', 'object_decoder'}  # the recurrent core's object model
+  out = helpers.compiled(models.core.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  assert out.z_pres.shape == (8, 9) and out.objects['z_where'].shape == (8, 9, 3) and out.canvas.shape == (8, 50, 50)
+  np.testing.assert_array_equal(out.active, 1.0)
+  centre = np.asarray(parallel.cell_centres(3))[None]
+  np.testing.assert_allclose(out.objects['z_where'][..., 1:], centre + out.objects['z_where_offset'][..., 1:] / 3,
+                             atol=1e-6)
+  np.testing.assert_allclose(out.objects['z_where'][..., 0], out.objects['z_where_offset'][..., 0])
+  np.testing.assert_array_equal(cores.count_of(out.z_pres), np.asarray(out.z_pres).sum(-1))
+  assert 0 < float(out.z_pres.mean()) < 1  # some cells present, some not: the count is not a prefix
+  drawn = (np.asarray(out.z_pres)[..., None, None] * np.asarray(out.objects['image'])).sum(1)
+  np.testing.assert_allclose(out.canvas, drawn, atol=1e-5)  # composition 'sum' of the present cells
+
+
+def test_per_cell_credit_is_the_likelihood_less_the_cells_own_object_kl(scene_batch):
+  config = parallel_config()
+  models = models_lib.build(config)
+  images = jnp.asarray(scene_batch['image'][:4], jnp.float32) / 255.0
+  params = helpers.compiled(models.core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  out = helpers.compiled(models.core.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  terms = loss_lib.elbo_terms_for(models, out, images, 0.3)
+  kl_object = sum(terms.kl_objects.values())
+  np.testing.assert_allclose(terms.learning_signal, terms.log_likelihood[:, None] - kl_object, rtol=1e-6)
+  assert not models.core.sequential and models_lib.build(helpers.smoke_config('')).core.sequential
+
+
+def exact_expected_elbo(config, model_params, images):
+  """mean over images of sum over the 2^G^2 joint z_pres of q(z) ELBO(z), objects at their means
+  (a cell's object and logit do not depend on the other cells' decisions)."""
+  obj = config.objective
+  mode = models_lib.build(config).core.apply({'params': model_params}, images, use_mode=True)
+  p = jax.nn.sigmoid(mode.z_pres_logits)  # [B, C]
+  where_prior_loc = jnp.asarray(obj.z_where_prior_loc).at[1:].set(0.0)
+  where_prior_scale = jnp.asarray(obj.z_where_prior_scale).at[1:].set(1.0)
+  kl_object = (recurrent_toy.normal_kl(mode.objects['z_where_loc'], mode.objects['z_where_scale'], where_prior_loc,
+                                       where_prior_scale).sum(-1)
+               + recurrent_toy.normal_kl(mode.objects['z_what_loc'], mode.objects['z_what_scale'], 0.0, 1.0).sum(-1))
+  kl_pres = recurrent_toy.bernoulli_kl(p, recurrent_toy.PRIOR).sum(-1)
+  sigma, expected = obj.likelihood_scale, 0.0
+  for present in itertools.product((0.0, 1.0), repeat=p.shape[1]):
+    z = jnp.asarray(present)
+    canvas = (z[None, :, None, None] * mode.objects['image']).sum(1)
+    log_likelihood = (-0.5 * jnp.square((images - canvas) / sigma) - jnp.log(sigma) - 0.5 * jnp.log(2 * jnp.pi)).sum((1, 2))
+    q = jnp.prod(jnp.where(z > 0, p, 1 - p), axis=1)
+    expected = expected + q * (log_likelihood - kl_pres - (z * kl_object).sum(-1))
+  return expected.mean(), mode.z_pres_logits
+
+
+@pytest.fixture(scope='module')
+def toy():
+  """(config, params, signal stats after 20 batches, images, exact gradient, exact-side logits)."""
+  config = parallel_config()
+  for name in ('likelihood_scale', 'z_pres_prior', 'signal_decay'):
+    config.objective[name] = recurrent_toy.toy_config().objective[name]
+  images = recurrent_toy.toy_images()
+  models = models_lib.build(config)
+  model_params = recurrent_toy.with_floor_scales(
+      jax.jit(models.core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images)['params'])
+  out = helpers.compiled(models.core.apply, use_mode=True)({'params': model_params}, images)
+  params = {'model': model_params,
+            'baseline': jax.jit(models.baseline.init)(jax.random.key(2), out.image_features, out.hidden)['params']}
+  loss_fn = jax.jit(loss_lib.make_loss_fn(models))
+  stats = objectives.SignalStats.zeros(GRID * GRID)
+  for k in range(20):
+    stats = loss_fn(params, stats, images, jax.random.key(100 + k), jnp.float32(recurrent_toy.PRIOR))[1]['stats']
+
+  def negative_objective(column, model_params):
+    layer = model_params['step']['pres_where']['MLP_0']['Dense_1']['dense']
+    layer = dict(layer, kernel=layer['kernel'].at[:, 0].set(column[:-1]), bias=layer['bias'].at[0].set(column[-1]))
+    model_params = jax.tree.map(lambda x: x, model_params)
+    model_params['step']['pres_where']['MLP_0']['Dense_1']['dense'] = layer
+    expected, logits = exact_expected_elbo(config, model_params, images)
+    return -expected, logits
+
+  exact, logits = jax.jit(jax.grad(negative_objective, has_aux=True))(recurrent_toy.logit_column(model_params), model_params)
+  return config, params, stats, images, np.asarray(exact, np.float64), np.asarray(logits)
+
+
+def test_nvil_with_per_cell_credit_is_unbiased_and_a_flipped_sign_is_not(toy):
+  config, params, stats, images, exact, logits = toy
+  assert np.all((logits > -2) & (logits < 2)) and np.abs(exact).max() > 0.05  # the decisions matter
+  samples = recurrent_toy.estimator_samples(config, params, stats, images,
+                                            {'flipped': {'reinforce_surrogate': recurrent_toy.flipped_surrogate}})
+  assert np.abs(recurrent_toy.z_scores(samples['real'], exact)).max() < 4.5
+  assert np.abs(recurrent_toy.z_scores(samples['flipped'], exact)).max() > 6
+
+
+def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir):
+  config = parallel_config(mnist_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2,
+                           log_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
+  config.num_train_steps = 4
+  lines = []
+  result = train.train_and_evaluate(config, str(tmp_path), log=lines.append)
+  assert 'resumed from the checkpoint at step 2' in lines and result['step'] == 4
+  assert result['confusion'].shape == (5, 5)  # counts 0..4: as many as the G^2 = 4 cells
+  models = infer.load_models(tmp_path)
+  images = np.asarray(models.scene.scenes('test').__getitems__(range(4))['image'], np.float32) / 255.0
+  inferred = infer.infer(models, infer.load_params(tmp_path, models), images)
+  assert inferred['boxes'].shape == (4, 4, 4) and inferred['count'].shape == (4,)
+  np.testing.assert_array_equal(inferred['count'], (inferred['z_pres_prob'] > 0.5).sum(-1))
+
+
+def test_bad_parallel_settings_are_refused():
+  for field, value, message in (('grid_size', 0, 'grid_size must be a positive int'),
+                                ('image_conv_features', (), 'at least one convolution'),
+                                ('cell_hidden', 0, 'cell_hidden must be positive')):
+    config = parallel_config()
+    config.model[field] = value
+    with pytest.raises(ValueError, match=message):
+      models_lib.build(config)
+  config = shapes_3d_config.get_config('smoke')
+  config.model.inference, config.model.grid_size, config.model.cell_hidden = 'parallel', 2, 8
+  with pytest.raises(ValueError, match="needs a scene kind that places objects in cells"):
+    models_lib.build(config)
