@@ -49,7 +49,9 @@ def step_flops(compiled) -> float:
 def time_train_step(config, batch_size: int, precision: str, steps: int, repeats: int,
                     warmup: int, mesh, roofline_rate) -> dict:
   """Compile time, steps/s (median of `repeats` blocks of `steps`, and the spread), images/s,
-  FLOPs per step and the fraction of `roofline_rate()` (GFLOP/s) achieved, of the train step of
+  FLOPs per step, its memory (step_memory_bytes: arguments + outputs - donated + temporaries, XLA's
+  buffer assignment per device; temp_memory_bytes: the temporaries, activations and gradients)
+  and the fraction of `roofline_rate()` (GFLOP/s) achieved, of the train step of
   `config` at this global batch size and model.matmul_dtype, sharded over `mesh`."""
   config = config.copy_and_resolve_references()
   config.batch_size = batch_size
@@ -69,6 +71,7 @@ def time_train_step(config, batch_size: int, precision: str, steps: int, repeats
   compiled = step.lower(state, images, counts, key).compile()
   compile_seconds = time.perf_counter() - start
   flops = step_flops(compiled)
+  memory = compiled.memory_analysis()  # XLA's buffer assignment of the step (per device)
 
   for _ in range(warmup):
     state, metrics = compiled(state, images, counts, key)
@@ -84,6 +87,9 @@ def time_train_step(config, batch_size: int, precision: str, steps: int, repeats
   median = statistics.median(rates)
   fractions = [flops * r / 1e9 / g for r, g in zip(rates, rooflines)]
   return dict(batch_size=batch_size, precision=precision, compile_seconds=compile_seconds, steps_per_second=median,
+              step_memory_bytes=(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                                 - memory.alias_size_in_bytes + memory.temp_size_in_bytes),
+              temp_memory_bytes=memory.temp_size_in_bytes,
               steps_per_second_min=min(rates), steps_per_second_max=max(rates),
               images_per_second=median * batch_size, flops_per_step=flops,
               gflops_per_second=flops * median / 1e9, roofline_gflops=statistics.median(rooflines),

@@ -25,6 +25,11 @@ WINDOW_PIXELS = 35.0  # the default's prior window: window_size(0.7) of a 50 px 
 TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
 
 
+def window_prior_logit(canvas: int) -> float:
+  """s of the prior's mean window, WINDOW_PIXELS on a canvas of this side (glimpse.window_logit)."""
+  return round(float(glimpse.window_logit(WINDOW_PIXELS / canvas)), 4)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: the task ('a', 'b' or 'c'), optionally followed by ',smoke' (a tiny model and run)."""
   parts = (arg or '').split(',')
@@ -38,8 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.train_counts = config.data.eval_counts = tuple(range(most + 1))
   config.model.max_steps = most + 1
   config.model.image_conv_features = (8, 16) if smoke else (32, 64)
-  s, x, y = config.objective.z_where_prior_loc
-  config.objective.z_where_prior_loc = (round(float(glimpse.window_logit(WINDOW_PIXELS / canvas)), 4), x, y)
+  _, x, y = config.objective.z_where_prior_loc
+  config.objective.z_where_prior_loc = (window_prior_logit(canvas), x, y)
   if not smoke:
     config.data.num_train = num_train
   return config

@@ -1,0 +1,104 @@
+"""How a train step's cost grows with the objects and the canvas, for each inference core (issue 38).
+
+    python experiments/cost.py --output=docs/results/cost                        # the whole table
+    python experiments/cost.py --variants=parallel --objects=3 --canvases=50 --output=/tmp/c
+
+Per (variant, objects N, canvas side): Multi-MNIST's model at that canvas (configs/crowded.py's
+window prior) with N object slots, its train step at --batch_size on synthetic scenes, timed as
+experiments/benchmark.py does (benchmarking.time_train_step: compile apart, median of --repeats
+blocks of --steps steps), with XLA's memory of the step. Variants (VARIANTS): the recurrent core
+reading the pixels densely ('recurrent_dense', the paper's encoder: a [H W, 4 L] projection) or
+through two strided convolutions ('recurrent_conv'), and the parallel core ('parallel') with the
+smallest square grid of at least N cells. Writes <output>.json and <output>.md.
+"""
+import itertools
+import json
+import math
+import pathlib
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from air_jax import benchmarking
+from air_jax import launch
+from air_jax import parallel
+from air_jax.configs import crowded
+
+VARIANTS = {
+    'recurrent_dense': dict(inference='recurrent', image_conv_features=()),
+    'recurrent_conv': dict(inference='recurrent', image_conv_features=(32, 64)),
+    'parallel': dict(inference='parallel', image_conv_features=(32, 64)),
+}
+_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), f'Any of {list(VARIANTS)}.')
+_OBJECTS = flags.DEFINE_list('objects', ['3', '5', '10'], 'Object slots N (parallel: the smallest grid with >= N cells).')
+_CANVASES = flags.DEFINE_list('canvases', ['50', '80', '128', '200'], 'Canvas sides in pixels.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Global batch size.')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Steps per timed block.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed blocks per row (median and spread).')
+_SMOKE = flags.DEFINE_bool('smoke', False, "The smoke model (configs' 'smoke'): the pipeline end to end.")
+_OUTPUT = flags.DEFINE_string('output', None, 'Path without suffix: writes <output>.json and <output>.md.')
+flags.mark_flags_as_required(['output'])
+
+
+def variant_config(variant: str, objects: int, canvas: int, smoke: bool):
+  """configs/crowded.py's model on a `canvas` side with `objects` slots, as VARIANTS[variant] says."""
+  config = crowded.get_config('a,smoke' if smoke else 'a')
+  config.data.canvas_size = canvas
+  config.data.train_counts = config.data.eval_counts = (0,)  # synthetic batches: no scenes composed
+  config.objective.z_where_prior_loc = (crowded.window_prior_logit(canvas),) + tuple(config.objective.z_where_prior_loc[1:])
+  for name, value in VARIANTS[variant].items():
+    config.model[name] = value
+  if smoke and config.model.image_conv_features:
+    config.model.image_conv_features = (4, 8)
+  config.model.max_steps = objects
+  config.model.grid_size = math.ceil(math.sqrt(objects))
+  return config
+
+
+def markdown(rows) -> str:
+  lines = ['| variant | slots | canvas | ms / step | (min-max) | compile s | GFLOP / step | step memory (MB) | temporaries (MB) |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    lines.append(f'| {r["variant"]} | {r["slots"]} | {r["canvas"]} | {1e3 / r["steps_per_second"]:.0f} | '
+                 f'{1e3 / r["steps_per_second_max"]:.0f}-{1e3 / r["steps_per_second_min"]:.0f} | '
+                 f'{r["compile_seconds"]:.1f} | {r["flops_per_step"] / 1e9:.2f} | '
+                 f'{r["step_memory_bytes"] / 2 ** 20:.0f} | {r["temp_memory_bytes"] / 2 ** 20:.0f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  if len(argv) > 1:
+    launch.fail(f'unexpected arguments {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  launch.require_choices('variants', _VARIANTS.value, VARIANTS)
+  try:
+    objects, canvases = [int(n) for n in _OBJECTS.value], [int(c) for c in _CANVASES.value]
+  except ValueError:
+    launch.fail(f'--objects and --canvases must be integers, got {_OBJECTS.value} and {_CANVASES.value}')
+  if min(objects) <= 0 or min(canvases) < 28 or _BATCH_SIZE.value <= 0:
+    launch.fail('--objects and --batch_size must be positive and --canvases at least 28 (a digit)')
+  output = pathlib.Path(_OUTPUT.value)
+  if not output.parent.is_dir():
+    launch.fail(f'--output: the folder {output.parent} does not exist')
+  mesh = parallel.make_mesh()
+  rate = benchmarking.make_matmul_rate(512)
+  rows = []
+  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()}; batch {_BATCH_SIZE.value}', flush=True)
+  for variant, n, canvas in itertools.product(_VARIANTS.value, objects, canvases):
+    config = variant_config(variant, n, canvas, _SMOKE.value)
+    row = benchmarking.time_train_step(config, _BATCH_SIZE.value, 'float32', _STEPS.value, _REPEATS.value, 1, mesh, rate)
+    slots = config.model.grid_size ** 2 if variant == 'parallel' else n
+    rows.append(dict(variant=variant, objects=n, slots=slots, canvas=canvas, **row))
+    print(f'{variant:>16} slots {slots:>3} canvas {canvas:>3}: {1e3 / row["steps_per_second"]:8.1f} ms/step, '
+          f'compile {row["compile_seconds"]:.1f} s, {row["step_memory_bytes"] / 2 ** 20:.0f} MB', flush=True)
+  record = dict(launch.provenance('python experiments/cost.py'), batch_size=_BATCH_SIZE.value, rows=rows)
+  output.with_suffix('.json').write_text(json.dumps(record, indent=1))
+  output.with_suffix('.md').write_text(markdown(rows))
+  print(markdown(rows))
+  print(f'wrote {output.with_suffix(".json")} and {output.with_suffix(".md")}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=launch.parse_flags)
