@@ -82,6 +82,19 @@ def relaxed_bernoulli(logits: jax.Array, key: jax.Array, temperature: float | ja
   return hard + (relaxed - jax.lax.stop_gradient(relaxed))  # exactly hard forward
 
 
+def draw_z_pres(logit: jax.Array, key_fn, use_mode: bool, relaxed: bool, straight_through: bool,
+                temperature: float | jax.Array, learn_z_pres: bool | jax.Array) -> jax.Array:
+  """A slot's z_pres from its logit, as every core draws it: q's mode 1[logit > 0] (use_mode), a
+  relaxed_bernoulli draw whose gradient reaches the logit only where learn_z_pres (relaxed: the
+  'concrete' estimator in training), else a Bernoulli(sigmoid(logit)) draw. key_fn() gives a key."""
+  if use_mode:
+    return (logit > 0).astype(jnp.float32)
+  if relaxed:
+    held = jnp.where(learn_z_pres, logit, jax.lax.stop_gradient(logit))
+    return relaxed_bernoulli(held, key_fn(), temperature, straight_through)
+  return jax.random.bernoulli(key_fn(), jax.nn.sigmoid(logit)).astype(jnp.float32)
+
+
 class ELBOTerms(NamedTuple):
   log_likelihood: jax.Array  # [B]
   kl_pres: jax.Array         # [B, N], already masked by m_i

@@ -56,6 +56,15 @@ def logit_column(params):
   return jnp.concatenate([layer['kernel'][:, 0], layer['bias'][:1]])
 
 
+def with_logit_column(model_params, column):
+  """model_params (a copy) with the logit column (logit_column's layout) replaced by `column`."""
+  layer = model_params['step']['pres_where']['MLP_0']['Dense_1']['dense']
+  layer = dict(layer, kernel=layer['kernel'].at[:, 0].set(column[:-1]), bias=layer['bias'].at[0].set(column[-1]))
+  model_params = jax.tree.map(lambda x: x, model_params)
+  model_params['step']['pres_where']['MLP_0']['Dense_1']['dense'] = layer
+  return model_params
+
+
 def with_floor_scales(params):
   """params with the raw scale biases of q(z_where) and q(z_what) at FLOOR_RAW_SCALE."""
   params = jax.tree.map(lambda x: x, params)
@@ -126,11 +135,7 @@ def build_toy():
   assert np.all(np.asarray(stats.weight) > 0)
 
   def negative_objective(column, model_params):
-    layer = model_params['step']['pres_where']['MLP_0']['Dense_1']['dense']
-    layer = dict(layer, kernel=layer['kernel'].at[:, 0].set(column[:-1]), bias=layer['bias'].at[0].set(column[-1]))
-    model_params = jax.tree.map(lambda x: x, model_params)
-    model_params['step']['pres_where']['MLP_0']['Dense_1']['dense'] = layer
-    expected, logits = exact_expected_elbo(config, model_params, images)
+    expected, logits = exact_expected_elbo(config, with_logit_column(model_params, column), images)
     return -expected, logits
 
   exact, logits = jax.jit(jax.grad(negative_objective, has_aux=True))(logit_column(model_params), model_params)

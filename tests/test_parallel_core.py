@@ -106,11 +106,7 @@ def toy():
     stats = loss_fn(params, stats, images, jax.random.key(100 + k), jnp.float32(recurrent_toy.PRIOR))[1]['stats']
 
   def negative_objective(column, model_params):
-    layer = model_params['step']['pres_where']['MLP_0']['Dense_1']['dense']
-    layer = dict(layer, kernel=layer['kernel'].at[:, 0].set(column[:-1]), bias=layer['bias'].at[0].set(column[-1]))
-    model_params = jax.tree.map(lambda x: x, model_params)
-    model_params['step']['pres_where']['MLP_0']['Dense_1']['dense'] = layer
-    expected, logits = exact_expected_elbo(config, model_params, images)
+    expected, logits = exact_expected_elbo(config, recurrent_toy.with_logit_column(model_params, column), images)
     return -expected, logits
 
   exact, logits = jax.jit(jax.grad(negative_objective, has_aux=True))(recurrent_toy.logit_column(model_params), model_params)

@@ -72,13 +72,8 @@ class CellStep(nn.Module):
   @nn.compact
   def __call__(self, h, images, centres, half_size, temperature, learn_z_pres):
     logit, head = self.scene.predict(h)
-    if self.use_mode:
-      present = (logit > 0).astype(jnp.float32)
-    elif self.relaxed:
-      held = jnp.where(learn_z_pres, logit, jax.lax.stop_gradient(logit))
-      present = objectives.relaxed_bernoulli(held, self.make_rng('sample'), temperature, self.straight_through)
-    else:
-      present = jax.random.bernoulli(self.make_rng('sample'), nn.sigmoid(logit)).astype(jnp.float32)
+    present = objectives.draw_z_pres(logit, lambda: self.make_rng('sample'), self.use_mode, self.relaxed,
+                                     self.straight_through, temperature, learn_z_pres)
     sample_key = None if self.use_mode else (lambda: self.make_rng('sample'))
     objects, _ = self.scene.sample(head, images, sample_key, base.Cell(centres, half_size))
     return logit, present, objects

@@ -97,13 +97,8 @@ class RecurrentStep(nn.Module):
     h = nn.sigmoid(o_gate) * jnp.tanh(c)
 
     logit, head = scene.predict(h)
-    if self.use_mode:
-      present = (logit > 0).astype(jnp.float32)
-    elif self.relaxed:
-      held = jnp.where(learn_z_pres, logit, jax.lax.stop_gradient(logit))
-      present = objectives.relaxed_bernoulli(held, self.make_rng('sample'), temperature, self.straight_through)
-    else:
-      present = jax.random.bernoulli(self.make_rng('sample'), nn.sigmoid(logit)).astype(jnp.float32)
+    present = objectives.draw_z_pres(logit, lambda: self.make_rng('sample'), self.use_mode, self.relaxed,
+                                     self.straight_through, temperature, learn_z_pres)
     active = z_pres
     new_z_pres = present * active
     sample_key = None if self.use_mode else (lambda: self.make_rng('sample'))
