@@ -37,21 +37,6 @@ from air_jax import models as models_lib
 from tests import helpers  # pylint: disable=g-import-not-at-top
 
 
-# The slowest files first (per-file totals of the suite alone, docs/results/ci.md), the rest in
-# collection order. With --dist loadfile each file runs on one worker; the README's command turns
-# off xdist's reordering by test count (--no-loadscope-reorder), which put these one-test files
-# last, where one worker finished them alone while the other idled for minutes.
-SLOWEST_FIRST = ('test_scenes_3d_experiment.py', 'test_omniglot.py', 'test_reliability.py', 'test_scenes_3d.py',
-                 'test_train.py', 'test_parallel_core.py', 'test_downstream.py', 'test_ema.py',
-                 'test_estimators_experiment.py', 'test_strong_generalization.py', 'test_infer.py',
-                 'test_z_pres_estimators.py')
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-
-
 def _no_download(directory):
   raise AssertionError(f'a test tried to download MNIST into {directory}')
 
