@@ -4,11 +4,12 @@
     out = models.core.apply({'params': params['model']}, images, rngs={'sample': key})
 
 The loss, the steps, evaluation, pictures and the tools take a Models instead of a config.
-A new inference core plugs in as a module in air_jax/cores/ and a name in CORES ('recurrent':
+A new inference core plugs in as a module in air_jax/cores/ (an options class and a Flax module)
+and a name in CORES ('recurrent':
 AIR and DAIR; 'parallel': a grid of cells inferred at once).
 """
 import dataclasses
-from typing import Callable, Dict
+from typing import Any, Dict, Tuple, Type
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -20,10 +21,12 @@ from air_jax.configs import checks
 from air_jax.cores import parallel
 from air_jax.cores import recurrent
 
-# config.model.inference -> (config.model, scene kind) -> the core (a Flax module, air_jax.cores).
-CORES: Dict[str, Callable[[ml_collections.ConfigDict, scenes.SceneKind], nn.Module]] = {
-    'recurrent': lambda model, scene: recurrent.RecurrentCore(recurrent.RecurrentOptions.from_config(model), scene),
-    'parallel': lambda model, scene: parallel.ParallelCore(parallel.ParallelOptions.from_config(model), scene),
+# config.model.inference -> (its options class: from_config(config.model) checks them, .slots is the
+# number of object slots; its Flax module: Core(options, scene kind), needs_cells says whether the
+# kind must place objects in cells).
+CORES: Dict[str, Tuple[Any, Type[nn.Module]]] = {
+    'recurrent': (recurrent.RecurrentOptions, recurrent.RecurrentCore),
+    'parallel': (parallel.ParallelOptions, parallel.ParallelCore),
 }
 
 
@@ -41,18 +44,20 @@ def build(config: ml_collections.ConfigDict) -> Models:
   config is copied first and completed by its scene kind (scenes.resolved: settings the kind reads
   from its data); Models.config is that copy, the one a run saves."""
   config = scenes.resolved(config.copy_and_resolve_references())
-  if config.model.inference not in CORES:
-    raise ValueError(f'config.model.inference must be one of {tuple(CORES)}, got {config.model.inference!r}')
-  if config.model.inference == 'parallel':  # its slots are its cells
-    config.model.max_steps = parallel.ParallelOptions.from_config(config.model).grid_size ** 2
+  inference = config.model.inference
+  if inference not in CORES:
+    raise ValueError(f'config.model.inference must be one of {tuple(CORES)}, got {inference!r}')
+  options_class, core_class = CORES[inference]
+  options = options_class.from_config(config.model)
+  config.model.max_steps = options.slots  # the parallel core's: its cells
   checks.validate_config(config)
   scene = scenes.build(config)
-  if config.model.inference == 'parallel' and not scene.cells:
-    raise ValueError(f"config.model.inference 'parallel' needs a scene kind that places objects in cells; "
+  if core_class.needs_cells and not scene.cells:
+    raise ValueError(f"config.model.inference {inference!r} needs a scene kind that places objects in cells; "
                      f"{scene.name} does not: use 'recurrent'")
   if config.objective.z_pres_estimator != 'nvil' and not scene.relaxable:
     raise ValueError(f"config.objective.z_pres_estimator {config.objective.z_pres_estimator!r} needs object "
                      f"latents that are all reparameterised, which {scene.name} has not: use 'nvil'")
-  core = CORES[config.model.inference](config.model, scene)
+  core = core_class(options, scene)
   baseline = modules.Baseline(config.model.baseline_hidden, dtype=jnp.dtype(config.model.matmul_dtype))
   return Models(config=config, scene=scene, core=core, baseline=baseline)

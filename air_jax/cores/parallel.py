@@ -9,7 +9,7 @@ al., 2020): a grid of G x G cells over the image, each deciding at once whether 
                                     centre plus half the cell's side times a latent offset u ~ N(0, 1)
     canvas    = the scene kind's drawing of the present cells' objects.
 Slot c is cell c in row-major order (the top row first, each row left to right), N = G^2 slots
-(model.max_steps, set from model.grid_size by air_jax.models.build). Every slot is sampled
+(ParallelOptions.slots: air_jax.models.build sets model.max_steps to it). Every slot is sampled
 (active = 1), and a scene's count is the number of present slots (cores.count_of). The object
 model is the recurrent core's (the kind's predict, sample and draw, their modules under 'step'),
 and so are the objective, with each cell's own credit (sequential False: a cell's decision changes
@@ -53,6 +53,10 @@ class ParallelOptions:
                image_conv_features=tuple(int(f) for f in model.image_conv_features),
                matmul_dtype=str(model.matmul_dtype))
 
+  @property
+  def slots(self) -> int:
+    return self.grid_size ** 2
+
 
 def cell_centres(grid_size: int) -> jax.Array:
   """[G^2, 2] (x, y) centres of the cells in [-1, 1] coordinates, row-major (slot order)."""
@@ -84,6 +88,7 @@ class ParallelCore(nn.Module):
   options: ParallelOptions
   scene: base.SceneKind  # the run's scene kind (scene.cells: it places objects in cells)
   sequential: ClassVar[bool] = False  # each cell's learning signal is its own (objectives.elbo_terms)
+  needs_cells: ClassVar[bool] = True  # scene.sample places each object in its cell
 
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False, relaxation: Relaxation | None = None) -> CoreOutput:
@@ -93,9 +98,8 @@ class ParallelCore(nn.Module):
     cells = grid * grid
     feature_map = modules.ConvFeatures(options.image_conv_features, flatten=False, name='image_conv')(images)
     feature_map = jax.image.resize(feature_map, (batch, grid, grid, feature_map.shape[-1]), 'linear')
-    centres = cell_centres(grid)
-    cell_input = jnp.concatenate([feature_map.reshape(batch, cells, -1),
-                                  jnp.broadcast_to(centres, (batch, cells, 2))], -1)
+    centres = jnp.broadcast_to(cell_centres(grid), (batch, cells, 2))
+    cell_input = jnp.concatenate([feature_map.reshape(batch, cells, -1), centres], -1)
     h = nn.relu(modules.Dense(options.cell_hidden, dtype=jnp.dtype(options.matmul_dtype), name='cell_state')(cell_input))
 
     relaxed = relaxation is not None and not use_mode
@@ -104,7 +108,7 @@ class ParallelCore(nn.Module):
                     name='step')
     flat = lambda x: x.reshape((batch * cells,) + x.shape[2:])
     logit, present, objects = step(flat(h), jnp.repeat(images, cells, axis=0),
-                                   flat(jnp.broadcast_to(centres, (batch, cells, 2))), 1.0 / grid,
+                                   flat(centres), 1.0 / grid,
                                    jnp.asarray(temperature, jnp.float32), jnp.asarray(learn))
     per_cell = lambda x: x.reshape((batch, cells) + x.shape[1:])
     logit, z_pres, objects = per_cell(logit), per_cell(present), jax.tree.map(per_cell, objects)

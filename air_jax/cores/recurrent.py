@@ -59,6 +59,10 @@ class RecurrentOptions:
                matmul_dtype=str(model.matmul_dtype))
 
   @property
+  def slots(self) -> int:
+    return self.max_steps
+
+  @property
   def dtype(self) -> jnp.dtype:
     return jnp.dtype(self.matmul_dtype)
 
@@ -115,6 +119,7 @@ class RecurrentCore(nn.Module):
   options: RecurrentOptions
   scene: base.SceneKind  # the run's scene kind
   sequential: ClassVar[bool] = True  # step i's decisions change every later step (objectives.elbo_terms)
+  needs_cells: ClassVar[bool] = False
 
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False, relaxation: Relaxation | None = None) -> CoreOutput:
