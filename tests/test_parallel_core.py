@@ -65,6 +65,31 @@ def test_per_cell_credit_is_the_likelihood_less_the_cells_own_object_kl(scene_ba
   assert not models.core.sequential and models_lib.build(helpers.smoke_config('')).core.sequential
 
 
+def test_the_boundary_penalty_is_the_border_ink_of_each_present_cells_patch(scene_batch):
+  config = parallel_config()
+  config.objective.boundary_penalty, config.objective.boundary_width = 2.0, 2  # smoke patches: 8 x 8
+  models = models_lib.build(config)
+  patches = np.zeros((3, 8, 8), np.float32)
+  patches[0, 2:6, 2:6] = 1.0              # ink only inside the 2-pixel band: free
+  patches[1, 0, 3] = patches[1, 7, 7] = 1.0  # two pixels of ink on the edge
+  patches[2, 1, 4] = 0.5                  # half an ink unit in the band's inner row
+  np.testing.assert_allclose(models.scene.border_ink(jnp.asarray(patches)), [0.0, 4.0, 1.0])
+
+  images = jnp.asarray(scene_batch['image'][:4], jnp.float32) / 255.0
+  params = helpers.compiled(models.core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  out = helpers.compiled(models.core.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)})
+  assert out.objects['patch'].shape == (4, 4, 8, 8)
+  penalty = models.scene.border_ink(out.objects['patch'])
+  assert float(penalty.min()) > 0  # an untrained decoder inks its whole patch
+  terms = loss_lib.elbo_terms_for(models, out, images, 0.3)
+  np.testing.assert_allclose(terms.kl_objects['boundary'], out.z_pres * penalty, rtol=1e-6)
+  config.objective.boundary_penalty = 0.0
+  unpenalised = models_lib.build(config).scene
+  assert 'boundary' not in unpenalised.object_kls(out)
+  np.testing.assert_allclose(models.scene.object_log_ratio(out), unpenalised.object_log_ratio(out) - penalty,
+                             rtol=1e-5, atol=1e-4)
+
+
 def exact_expected_elbo(config, model_params, images):
   """mean over images of sum over the 2^G^2 joint z_pres of q(z) ELBO(z), objects at their means
   (a cell's object and logit do not depend on the other cells' decisions)."""
@@ -141,9 +166,12 @@ def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir):
 def test_bad_parallel_settings_are_refused():
   for field, value, message in (('grid_size', 0, 'grid_size must be a positive int'),
                                 ('image_conv_features', (), 'at least one convolution'),
-                                ('cell_hidden', 0, 'cell_hidden must be positive')):
+                                ('cell_hidden', 0, 'cell_hidden must be positive'),
+                                ('boundary_penalty', -1.0, 'boundary_penalty must be >= 0'),
+                                ('boundary_width', 4, r'boundary_width must be in \(0, patch_size / 2 = 4.0\)')):
     config = parallel_config()
-    config.model[field] = value
+    config.objective.boundary_penalty = 1.0
+    (config.objective if field.startswith('boundary') else config.model)[field] = value
     with pytest.raises(ValueError, match=message):
       models_lib.build(config)
   config = shapes_3d_config.get_config('smoke')

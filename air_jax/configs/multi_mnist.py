@@ -75,6 +75,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # canvas (no reconstruction gradient there) and stay on forever.
       z_where_prior_loc=(0.7, 0.0, 0.0),
       z_where_prior_scale=(0.2, 0.5, 0.5),
+      # > 0: each present object pays this many nats per unit of its decoded patch's intensity
+      # within boundary_width patch pixels of the patch's edge (SPACE's boundary loss; the
+      # parallel core's cells would otherwise split a digit between neighbours).
+      boundary_penalty=0.0,
+      boundary_width=2,
       signal_decay=0.99,       # EMA decay of the learning signal's running moments
       # q(z_pres) gets no gradient for this many first steps (its logit starts at
       # model.z_pres_logit_bias): the object latents learn before objects can be switched off.

@@ -58,8 +58,17 @@ class Scene(base.SceneKind):
         raise ValueError(f'config.model.{name} must be positive, got {model[name]}')
     if model.composition not in COMPOSITIONS:
       raise ValueError(f'config.model.composition must be one of {COMPOSITIONS}, got {model.composition!r}')
+    if not self.objective.boundary_penalty >= 0:
+      raise ValueError(f'config.objective.boundary_penalty must be >= 0, got {self.objective.boundary_penalty}')
+    if self.boundary_penalty and not 0 < self.objective.boundary_width < model.patch_size / 2:
+      raise ValueError(f'config.objective.boundary_width must be in (0, patch_size / 2 = {model.patch_size / 2}) '
+                       f'pixels of the patch, got {self.objective.boundary_width}')
     if self.eval_split not in SPLITS[1:]:
       raise ValueError(f"config.data.eval_split must be 'validation' or 'test', got {self.eval_split!r}")
+
+  @property
+  def boundary_penalty(self) -> float:
+    return float(self.objective.boundary_penalty)
 
   @property
   def eval_split(self) -> str:
@@ -89,6 +98,8 @@ class Scene(base.SceneKind):
                                                  name='object_encoder')(glimpses)
     z_what = what_loc if key_fn is None else what_loc + what_scale * jax.random.normal(key_fn(), what_loc.shape)
     patches = self.decoder(name='object_decoder')(z_what)
+    if self.boundary_penalty:  # the patch's border ink is penalised (object_kls)
+      cell_objects['patch'] = patches
     objects = dict(z_where_loc=where_loc, z_where_scale=where_scale, z_where=z_where,
                    z_what_loc=what_loc, z_what_scale=what_scale, z_what=z_what,
                    image=glimpse.write(patches, z_where, images.shape[1:]), **cell_objects)
@@ -115,20 +126,36 @@ class Scene(base.SceneKind):
       return objects['z_where_offset'], loc.at[1:].set(0.0), scale.at[1:].set(1.0)
     return objects['z_where'], loc, scale
 
+  def border_ink(self, patches):
+    """[...] boundary_penalty * the summed intensity of decoded patches [..., P, P] within
+    objective.boundary_width pixels of the patch's edge (SPACE's boundary loss, Lin et al. 2020):
+    an object cut by its window has ink at the cut, a whole one inside its window has none, so
+    neighbouring cells of the parallel core do not split one digit between them."""
+    size, width = patches.shape[-1], self.objective.boundary_width
+    inside = (jnp.arange(size) >= width) & (jnp.arange(size) < size - width)
+    band = 1.0 - (inside[:, None] & inside[None, :]).astype(patches.dtype)
+    return self.boundary_penalty * (patches * band).sum((-2, -1))
+
   def object_kls(self, out):
+    """KL of z_where and z_what to their priors, and with objective.boundary_penalty > 0 the
+    border-ink penalty ('boundary', a prior term -log p up to a constant)."""
     objects = out.objects
     _, where_loc, where_scale = self.where_latent_and_prior(objects)
-    return dict(
+    kls = dict(
         where=objectives.normal_kl(objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale).sum(-1),
         what=objectives.normal_kl(objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0).sum(-1))
+    if self.boundary_penalty:
+      kls['boundary'] = self.border_ink(objects['patch'])
+    return kls
 
   def object_log_ratio(self, out):
     objects = out.objects
     log_ratio = lambda x, loc, scale, p_loc, p_scale: (
         objectives.normal_log_prob(x, p_loc, p_scale) - objectives.normal_log_prob(x, loc, scale)).sum(-1)
     where, where_loc, where_scale = self.where_latent_and_prior(objects)
-    return (log_ratio(where, objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale)
-            + log_ratio(objects['z_what'], objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0))
+    ratio = (log_ratio(where, objects['z_where_loc'], objects['z_where_scale'], where_loc, where_scale)
+             + log_ratio(objects['z_what'], objects['z_what_loc'], objects['z_what_scale'], 0.0, 1.0))
+    return ratio - self.border_ink(objects['patch']) if self.boundary_penalty else ratio
 
   def summary(self, objects):
     """What evaluation and inference report of q's modes: z_where [B, N, 3], boxes [B, N, 4] (the
