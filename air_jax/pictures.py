@@ -127,7 +127,8 @@ def grid(images: np.ndarray, canvas: np.ndarray, z_pres: np.ndarray, boxes: np.n
          parts: Optional[np.ndarray] = None) -> np.ndarray:
   """The picture of a batch: uint8 [height, width, 3] (see grid_shape and cell_position).
 
-  images, canvas [B, H, W] (0-1 or uint8); z_pres [B, N] (> 0.5: present); boxes [B, N, 4]
+  images, canvas [B, H, W] (0-1 or uint8); z_pres [B, N] (> 0.5: present; the count is the
+  number of present slots, whichever they are: the parallel core's cells); boxes [B, N, 4]
   (top, left, height, width in canvas pixels, as glimpse.boxes); glimpses [B, N, G, G] and
   patches [B, N, P, P] (optional columns); true_counts [B] (optional, shown beside the count);
   step_labels [B][N] (optional: what each present step inferred, e.g. a shape, after the count);
@@ -146,9 +147,9 @@ def grid(images: np.ndarray, canvas: np.ndarray, z_pres: np.ndarray, boxes: np.n
     y, x = cell_position(row, column, cell)
     picture[y:y + cell[0], x:x + cell[1]] = rgb
 
-  counts = present.cumprod(axis=1).sum(axis=1)
+  counts = present.sum(axis=1)  # the present slots (cores.count_of), in any order of the slots
   for b in range(batch):
-    on = present[b].cumprod().astype(bool)  # a step after an absent one is absent too
+    on = present[b]
     paste(b, 0, draw_boxes(to_rgb(images[b], scale), boxes[b], on, scale))
     reconstruction = to_rgb(canvas[b], scale) if parts is None else coloured_parts(parts[b], on, scale)
     paste(b, 1, draw_boxes(reconstruction, boxes[b], on, scale))
@@ -172,7 +173,7 @@ def grid(images: np.ndarray, canvas: np.ndarray, z_pres: np.ndarray, boxes: np.n
     caption = f'count {counts[b]}' + ('' if true_counts is None or true_counts[b] < 0
                                            else f' (true {int(true_counts[b])})')
     if step_labels is not None:
-      caption += ': ' + ' '.join(str(step_labels[b][i]) for i in range(counts[b]))
+      caption += ': ' + ' '.join(str(step_labels[b][i]) for i in np.flatnonzero(present[b]))
     draw.text((x, y - TEXT), caption, fill=TEXT_COLOUR, font=font)
   return np.asarray(image)
 
