@@ -65,6 +65,41 @@ def test_per_cell_credit_is_the_likelihood_less_the_cells_own_object_kl(scene_ba
   assert not models.core.sequential and models_lib.build(helpers.smoke_config('')).core.sequential
 
 
+def test_the_residual_context_is_the_pooled_image_less_canvas_around_the_cell():
+  images = jnp.ones((2, 40, 40))
+  context = parallel.residual_context(images, jnp.zeros_like(images), jnp.asarray(0), grid_size=2)
+  k = parallel.CONTEXT_PIXELS
+  assert context.shape == (2, (3 * k) ** 2)
+  square = np.asarray(context).reshape(2, 3 * k, 3 * k)
+  np.testing.assert_allclose(square[:, :k], 0.0)   # above the top row: outside the image
+  np.testing.assert_allclose(square[:, :, :k], 0.0)
+  np.testing.assert_allclose(square[:, k:, k:], 1.0)  # cells 0, 1, 2, 3 of the 2 x 2 grid
+  corner = parallel.residual_context(images, jnp.zeros_like(images), jnp.asarray(3), grid_size=2)
+  np.testing.assert_allclose(np.asarray(corner).reshape(2, 3 * k, 3 * k)[:, :2 * k, :2 * k], 1.0)
+  np.testing.assert_allclose(parallel.residual_context(images, images, jnp.asarray(3), grid_size=2), 0.0)
+
+
+def test_raster_cells_read_what_the_earlier_cells_left(scene_batch):
+  config = parallel_config(grid=3)
+  config.model.cell_order, config.model.z_pres_logit_bias = 'raster', 0.0
+  models = models_lib.build(config)
+  assert models.core.sequential  # a cell's decision changes the later cells' input
+  images = jnp.asarray(scene_batch['image'][:4], jnp.float32) / 255.0
+  params = helpers.compiled(models.core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+  assert set(params['step']) == {'context_state', 'pres_where', 'object_encoder', 'object_decoder'}
+  apply = helpers.compiled(models.core.apply)
+  first, second = (apply({'params': params}, images, rngs={'sample': jax.random.key(seed)}) for seed in (2, 3))
+  change = np.abs(np.asarray(first.z_pres_logits - second.z_pres_logits)).max(0)
+  assert change[0] == 0 and change[1:].min() > 0  # cell 0 reads the image only; later cells the draws before them
+  assert first.z_pres.shape == (4, 9) and first.hidden.shape == (4, 9, 16)
+  drawn = (np.asarray(first.z_pres)[..., None, None] * np.asarray(first.objects['image'])).sum(1)
+  np.testing.assert_allclose(first.canvas, drawn, atol=1e-5)
+  terms = loss_lib.elbo_terms_for(models, first, images, 0.3)
+  expected = objectives.elbo_terms(first, images, likelihood_scale=config.objective.likelihood_scale, z_pres_prior=0.3,
+                                   object_kls=models.scene.object_kls(first), sequential=True)
+  np.testing.assert_allclose(terms.learning_signal, expected.learning_signal, rtol=1e-6)
+
+
 def test_the_boundary_penalty_is_the_border_ink_of_each_present_cells_patch(scene_batch):
   config = parallel_config()
   config.objective.boundary_penalty, config.objective.boundary_width = 2.0, 2  # smoke patches: 8 x 8
@@ -147,9 +182,11 @@ def test_nvil_with_per_cell_credit_is_unbiased_and_a_flipped_sign_is_not(toy):
   assert np.abs(recurrent_toy.z_scores(samples['flipped'], exact)).max() > 6
 
 
-def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir):
+@pytest.mark.parametrize('cell_order', parallel.CELL_ORDERS)
+def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir, cell_order):
   config = parallel_config(mnist_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2,
                            log_every_steps=2)
+  config.model.cell_order = cell_order
   train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
   config.num_train_steps = 4
   lines = []
@@ -167,6 +204,7 @@ def test_bad_parallel_settings_are_refused():
   for field, value, message in (('grid_size', 0, 'grid_size must be a positive int'),
                                 ('image_conv_features', (), 'at least one convolution'),
                                 ('cell_hidden', 0, 'cell_hidden must be positive'),
+                                ('cell_order', 'diagonal', "cell_order must be one of \\('parallel', 'raster'\\)"),
                                 ('boundary_penalty', -1.0, 'boundary_penalty must be >= 0'),
                                 ('boundary_width', 4, r'boundary_width must be in \(0, patch_size / 2 = 4.0\)')):
     config = parallel_config()

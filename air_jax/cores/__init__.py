@@ -11,14 +11,15 @@ slot's object from (SceneKind.predict / sample), and draws the objects through t
 (draw / render). The objective, the loss, the steps, evaluation and the tools read CoreOutput only.
 A scene's count is the number of present slots (count_of); the recurrent core's present slots come
 first (once absent, always absent), the parallel core's are cells anywhere on its grid. A core's
-class attribute `sequential` says whether slot i's decisions change the later slots (recurrent) or
-only the likelihood and its own terms (parallel): the learning signal's credit assignment
+attribute `sequential` says whether slot i's decisions change the later slots (recurrent, and the
+parallel core's raster order) or only the likelihood and its own terms (parallel cells deciding at
+once): the learning signal's credit assignment
 (objectives.elbo_terms). With a Relaxation (the 'concrete' z_pres estimator, training
 only) a core draws each z_pres from the relaxed Bernoulli (objectives.relaxed_bernoulli) instead:
 z_pres, active and the canvas are then continuous in the z_pres logits.
 
 Cores: 'recurrent' (air_jax.cores.recurrent: AIR and DAIR, one object per step) and 'parallel'
-(air_jax.cores.parallel: a grid of cells inferred at once, as SPACE).
+(air_jax.cores.parallel: a grid of cells inferred at once, as SPACE, or in raster order, as SPAIR).
 """
 from typing import Dict, NamedTuple
 
