@@ -8,8 +8,9 @@ window prior) with N object slots, its train step at --batch_size on synthetic s
 experiments/benchmark.py does (benchmarking.time_train_step: compile apart, median of --repeats
 blocks of --steps steps), with XLA's memory of the step. Variants (VARIANTS): the recurrent core
 reading the pixels densely ('recurrent_dense', the paper's encoder: a [H W, 4 L] projection) or
-through two strided convolutions ('recurrent_conv'), and the parallel core ('parallel') with the
-smallest square grid of at least N cells. Writes <output>.json and <output>.md.
+through two strided convolutions ('recurrent_conv'), and the parallel core with the smallest square
+grid of at least N cells, its cells deciding at once ('parallel') or in raster order
+('parallel_raster'). Writes <output>.json and <output>.md.
 """
 import itertools
 import json
@@ -30,9 +31,10 @@ VARIANTS = {
     'recurrent_dense': dict(inference='recurrent', image_conv_features=()),
     'recurrent_conv': dict(inference='recurrent', image_conv_features=(32, 64)),
     'parallel': dict(inference='parallel', image_conv_features=(32, 64)),
+    'parallel_raster': dict(inference='parallel', image_conv_features=(32, 64), cell_order='raster'),
 }
 _VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), f'Any of {list(VARIANTS)}.')
-_OBJECTS = flags.DEFINE_list('objects', ['3', '5', '10'], 'Object slots N (parallel: the smallest grid with >= N cells).')
+_OBJECTS = flags.DEFINE_list('objects', ['3', '5', '10'], 'Object slots N (parallel cores: the smallest grid with >= N cells).')
 _CANVASES = flags.DEFINE_list('canvases', ['50', '80', '128', '200'], 'Canvas sides in pixels.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Global batch size.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Steps per timed block.')
@@ -89,7 +91,7 @@ def main(argv):
   for variant, n, canvas in itertools.product(_VARIANTS.value, objects, canvases):
     config = variant_config(variant, n, canvas, _SMOKE.value)
     row = benchmarking.time_train_step(config, _BATCH_SIZE.value, 'float32', _STEPS.value, _REPEATS.value, 1, mesh, rate)
-    slots = config.model.grid_size ** 2 if variant == 'parallel' else n
+    slots = config.model.grid_size ** 2 if config.model.inference == 'parallel' else n
     rows.append(dict(variant=variant, objects=n, slots=slots, canvas=canvas, **row))
     print(f'{variant:>16} slots {slots:>3} canvas {canvas:>3}: {1e3 / row["steps_per_second"]:8.1f} ms/step, '
           f'compile {row["compile_seconds"]:.1f} s, {row["step_memory_bytes"] / 2 ** 20:.0f} MB', flush=True)

@@ -1,4 +1,4 @@
-"""experiments/cost.py: a row of the cost table (here the parallel core, tiny) with its time, FLOPs and
+"""experiments/cost.py: a row of the cost table (here the parallel core in raster order, tiny) with its time, FLOPs and
 memory, into the JSON and the page; bad flags are one line."""
 import json
 import subprocess
@@ -14,12 +14,12 @@ def run_cost(*flags):
 
 def test_a_smoke_row_lands_in_the_table(tmp_path):
   output = tmp_path / 'cost'
-  run = run_cost('--smoke', '--variants=parallel', '--objects=5', '--canvases=50', '--batch_size=8', '--steps=1',
+  run = run_cost('--smoke', '--variants=parallel_raster', '--objects=5', '--canvases=50', '--batch_size=8', '--steps=1',
                  '--repeats=1', f'--output={output}')
   assert run.returncode == 0, run.stderr[-3000:]
   (row,) = json.loads(output.with_suffix('.json').read_text())['rows']
-  assert (row['variant'], row['objects'], row['slots'], row['canvas']) == ('parallel', 5, 9, 50)  # a 3 x 3 grid
+  assert (row['variant'], row['objects'], row['slots'], row['canvas']) == ('parallel_raster', 5, 9, 50)  # a 3 x 3 grid
   assert row['steps_per_second'] > 0 and row['flops_per_step'] > 0 and row['step_memory_bytes'] > 0
-  assert '| parallel | 9 | 50 |' in output.with_suffix('.md').read_text()
+  assert '| parallel_raster | 9 | 50 |' in output.with_suffix('.md').read_text()
   helpers.assert_one_error_line(run_cost('--variants=spair', f'--output={output}'), (), '--variants')
   helpers.assert_one_error_line(run_cost('--canvases=20', f'--output={output}'), (), 'at least 28')
