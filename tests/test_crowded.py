@@ -10,11 +10,12 @@ from air_jax.configs import crowded
 from air_jax.configs import multi_mnist
 
 
-@pytest.mark.parametrize('task, canvas, most', [('a', 50, 3), ('b', 80, 5), ('c', 128, 9)])
-def test_each_task_is_a_valid_config_of_its_canvas_and_counts(task, canvas, most):
+@pytest.mark.parametrize('task, canvas, most, grid', [('a', 50, 3, 4), ('b', 80, 5, 6), ('c', 128, 9, 10)])
+def test_each_task_is_a_valid_config_of_its_canvas_and_counts(task, canvas, most, grid):
   for arg in (task, task + ',smoke'):
     config = models_lib.build(crowded.get_config(arg)).config
     assert config.data.canvas_size == canvas and config.model.max_steps == most + 1
+    assert config.model.grid_size == grid  # the parallel core's cells: about 12.5 px, as the default's 4 x 4 on 50 px
     assert tuple(config.data.train_counts) == tuple(config.data.eval_counts) == tuple(range(most + 1))
     window = float(glimpse.window_size(np.float32(config.objective.z_where_prior_loc[0]))) * canvas
     np.testing.assert_allclose(window, crowded.WINDOW_PIXELS, atol=0.01)

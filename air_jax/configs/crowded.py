@@ -13,7 +13,9 @@ boxes, held-out scenes of MNIST test digits). What changes with the task:
 - the image encoder is strided convolutions (model.image_conv_features), so the core's image
   projection grows with the feature map, not with the canvas's pixels (128x128 read densely into
   the LSTM gates is 16,384 x 1,024 weights);
-- fewer training scenes on the larger canvases (each 128x128 scene holds 4.5 digits on average).
+- fewer training scenes on the larger canvases (each 128x128 scene holds 4.5 digits on average);
+- the parallel core's grid (model.grid_size, used with --config.model.inference=parallel) keeps
+  cells of about CELL_PIXELS, the default's 4 x 4 cells on 50x50: 4, 6 and 10 cells per side.
 """
 import ml_collections
 
@@ -21,6 +23,7 @@ from air_jax import glimpse
 from air_jax.configs import multi_mnist
 
 WINDOW_PIXELS = 35.0  # the default's prior window: window_size(0.7) of a 50 px canvas
+CELL_PIXELS = 12.5    # the parallel core's cell side on the default's 50 px canvas (4 x 4 cells)
 # task -> (canvas side, the most digits, training scenes)
 TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
 
@@ -42,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.canvas_size = canvas
   config.data.train_counts = config.data.eval_counts = tuple(range(most + 1))
   config.model.max_steps = most + 1
+  config.model.grid_size = round(canvas / CELL_PIXELS)
   config.model.image_conv_features = (8, 16) if smoke else (32, 64)
   _, x, y = config.objective.z_where_prior_loc
   config.objective.z_where_prior_loc = (window_prior_logit(canvas), x, y)
