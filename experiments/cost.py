@@ -1,7 +1,7 @@
 """How a train step's cost grows with the objects and the canvas, for each inference core (issue 38).
 
     python experiments/cost.py --output=docs/results/cost                        # the whole table
-    python experiments/cost.py --variants=parallel --objects=3 --canvases=50 --output=/tmp/c
+    python experiments/cost.py --variants=parallel_raster --objects=3 --canvases=50 --output=/tmp/c
 
 Per (variant, objects N, canvas side): Multi-MNIST's model at that canvas (configs/crowded.py's
 window prior) with N object slots, its train step at --batch_size on synthetic scenes, timed as
@@ -9,8 +9,8 @@ experiments/benchmark.py does (benchmarking.time_train_step: compile apart, medi
 blocks of --steps steps), with XLA's memory of the step. Variants (VARIANTS): the recurrent core
 reading the pixels densely ('recurrent_dense', the paper's encoder: a [H W, 4 L] projection) or
 through two strided convolutions ('recurrent_conv'), and the parallel core with the smallest square
-grid of at least N cells, its cells deciding at once ('parallel') or in raster order
-('parallel_raster'). Writes <output>.json and <output>.md.
+grid of at least N cells, its cells deciding in raster order ('parallel_raster', the default) or
+at once ('parallel_at_once'). Writes <output>.json and <output>.md.
 """
 import itertools
 import json
@@ -30,8 +30,8 @@ from air_jax.configs import crowded
 VARIANTS = {
     'recurrent_dense': dict(inference='recurrent', image_conv_features=()),
     'recurrent_conv': dict(inference='recurrent', image_conv_features=(32, 64)),
-    'parallel': dict(inference='parallel', image_conv_features=(32, 64)),
     'parallel_raster': dict(inference='parallel', image_conv_features=(32, 64), cell_order='raster'),
+    'parallel_at_once': dict(inference='parallel', image_conv_features=(32, 64), cell_order='parallel'),
 }
 _VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), f'Any of {list(VARIANTS)}.')
 _OBJECTS = flags.DEFINE_list('objects', ['3', '5', '10'], 'Object slots N (parallel cores: the smallest grid with >= N cells).')

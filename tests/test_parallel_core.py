@@ -24,9 +24,10 @@ from tests import test_estimator as recurrent_toy
 GRID = 2  # 4 cells: 16 joint z_pres values to enumerate
 
 
-def parallel_config(data_dir='', grid=GRID, **overrides):
+def parallel_config(data_dir='', grid=GRID, cell_order='parallel', **overrides):
+  """The smoke config with the parallel core; its cells decide at once unless cell_order says 'raster'."""
   config = helpers.smoke_config(data_dir, **overrides)
-  config.model.inference, config.model.grid_size = 'parallel', grid
+  config.model.inference, config.model.grid_size, config.model.cell_order = 'parallel', grid, cell_order
   config.model.image_conv_features, config.model.cell_hidden = (4, 8), 16
   return config
 
@@ -80,8 +81,8 @@ def test_the_residual_context_is_the_pooled_image_less_canvas_around_the_cell():
 
 
 def test_raster_cells_read_what_the_earlier_cells_left(scene_batch):
-  config = parallel_config(grid=3)
-  config.model.cell_order, config.model.z_pres_logit_bias = 'raster', 0.0
+  config = parallel_config(grid=3, cell_order='raster')
+  config.model.z_pres_logit_bias = 0.0
   models = models_lib.build(config)
   assert models.core.sequential  # a cell's decision changes the later cells' input
   images = jnp.asarray(scene_batch['image'][:4], jnp.float32) / 255.0
@@ -184,9 +185,8 @@ def test_nvil_with_per_cell_credit_is_unbiased_and_a_flipped_sign_is_not(toy):
 
 @pytest.mark.parametrize('cell_order', parallel.CELL_ORDERS)
 def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir, cell_order):
-  config = parallel_config(mnist_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2,
-                           log_every_steps=2)
-  config.model.cell_order = cell_order
+  config = parallel_config(mnist_dir, cell_order=cell_order, num_train_steps=2, checkpoint_every_steps=2,
+                           eval_every_steps=2, log_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
   config.num_train_steps = 4
   lines = []

@@ -468,3 +468,15 @@ def test_a_3d_run_saved_before_the_test_split_reads_its_held_out_seed_as_validat
   read = configs.with_defaults(old)
   assert (read.data.eval_split, read.data.validation_seed, read.data.test_seed) == ('validation', 2, 1001)
   assert 'eval_seed' not in read.data
+
+
+def test_a_run_saved_before_cell_order_existed_reads_as_it_ran():
+  """Parallel-core runs saved before model.cell_order decided their cells at once; other runs
+  (the recurrent core ignores it) take today's default, so they still resume."""
+  from air_jax import configs  # pylint: disable=g-import-not-at-top
+  parallel_run, recurrent_run = helpers.smoke_config(''), helpers.smoke_config('')
+  parallel_run.model.inference = 'parallel'
+  for old in (parallel_run, recurrent_run):
+    del old.model['cell_order']
+  assert configs.with_defaults(parallel_run).model.cell_order == 'parallel'
+  assert configs.with_defaults(recurrent_run).model.cell_order == helpers.smoke_config('').model.cell_order == 'raster'

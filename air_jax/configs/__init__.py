@@ -30,6 +30,9 @@ def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     config.data.validation_seed = config.data.eval_seed
     config.data.eval_split = 'validation'
     del config.data['eval_seed']
+  model = config.get('model')
+  if model is not None and model.get('inference') == 'parallel' and 'cell_order' not in model:
+    model.cell_order = 'parallel'  # parallel-core runs saved before the raster order decided at once
   for name, value in BEFORE_THEY_EXISTED.items():
     if name not in config:
       config[name] = value
