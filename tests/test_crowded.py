@@ -1,11 +1,16 @@
 """configs/crowded.py: the crowded tasks (a) 0-3 digits on 50x50, (b) 0-5 on 80x80, (c) 0-9 on
 128x128 are valid configs of the one 2D model, each with a slot per digit plus one and the
-default's 35 px prior window (the composer's layouts: test_data.py's test_layout)."""
+default's 35 px prior window (the composer's layouts: test_data.py's test_layout); task (c) trains,
+resumes and infers with the parallel core (cells in raster order, the default). The recurrent
+core on (c) unrolls 10 steps: compiling them takes about a minute, so its run on (c) is the
+experiment's."""
 import numpy as np
 import pytest
 
 from air_jax import glimpse
+from air_jax import infer
 from air_jax import models as models_lib
+from air_jax import train
 from air_jax.configs import crowded
 from air_jax.configs import multi_mnist
 
@@ -29,3 +34,21 @@ def test_each_task_is_a_valid_config_of_its_canvas_and_counts(task, canvas, most
 def test_an_unknown_task_is_refused(arg):
   with pytest.raises(ValueError, match='use a task of'):
     crowded.get_config(arg)
+
+
+def test_task_c_trains_resumes_and_infers_with_the_parallel_core(tmp_path, mnist_dir):
+  config = crowded.get_config('c,smoke')
+  config.data.data_dir, config.model.inference = str(mnist_dir), 'parallel'
+  config.model.grid_size, config.model.cell_hidden = 3, 16  # 9 cells (the real run's 10 x 10: 100)
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
+  config.num_train_steps = 4
+  lines = []
+  result = train.train_and_evaluate(config, str(tmp_path), log=lines.append)
+  assert 'resumed from the checkpoint at step 2' in lines and result['step'] == 4
+  assert result['confusion'].shape == (10, 10)  # true and inferred counts 0-9
+  models = infer.load_models(tmp_path)
+  images = np.asarray(models.scene.scenes('test').__getitems__(range(3))['image'])
+  assert images.shape == (3, 128, 128)
+  inferred = infer.infer(models, infer.load_params(tmp_path, models), images)
+  assert inferred['boxes'].shape == (3, 9, 4) and inferred['count'].shape == (3,)

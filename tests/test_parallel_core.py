@@ -183,10 +183,10 @@ def test_nvil_with_per_cell_credit_is_unbiased_and_a_flipped_sign_is_not(toy):
   assert np.abs(recurrent_toy.z_scores(samples['flipped'], exact)).max() > 6
 
 
-@pytest.mark.parametrize('cell_order', parallel.CELL_ORDERS)
-def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir, cell_order):
-  config = parallel_config(mnist_dir, cell_order=cell_order, num_train_steps=2, checkpoint_every_steps=2,
-                           eval_every_steps=2, log_every_steps=2)
+def test_a_run_trains_resumes_and_infers(tmp_path, mnist_dir):
+  """The cells at once (the raster order's run: tests/test_crowded.py)."""
+  config = parallel_config(mnist_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2,
+                           log_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)
   config.num_train_steps = 4
   lines = []
