@@ -1,5 +1,5 @@
 """Data parallelism on 4 fake CPU devices (set in conftest): a sharded step equals the 1-device
-step on the same global batch; state stays replicated; one compile; checkpoints move across meshes."""
+step on the same global batch (either inference core); state stays replicated; one compile; checkpoints move across meshes."""
 import jax
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from air_jax import parallel
 from air_jax import train
 from air_jax import models as models_lib
 from tests import helpers
+from tests import test_parallel_core
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +35,11 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
                jax.device_get(a), jax.device_get(b))
 
 
-def test_sharded_step_equals_single_device_step(meshes, config, scene_batch):
+@pytest.mark.parametrize('core', ['recurrent', 'parallel'])
+def test_sharded_step_equals_single_device_step(meshes, config, scene_batch, core):
+  """Either inference core (the parallel one in raster order, its cells scanned in turn)."""
+  if core == 'parallel':
+    config = test_parallel_core.parallel_config(cell_order='raster')
   images, counts = batch_of(scene_batch)
   key = jax.random.key(3)
   results = []
