@@ -109,13 +109,16 @@ class ProgressPrinter:
 
 
 class SummaryWriter:
-  """TensorBoard scalars and images under <workdir>/tensorboard (tensorboardX: no TensorFlow needed)."""
+  """TensorBoard scalars and images under <workdir>/tensorboard (tensorboardX: no TensorFlow needed).
+  writes=False (a process other than the lead one of a multi-process run): touches no file."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir: pathlib.Path, writes: bool = True):
     from tensorboardX import SummaryWriter as _Writer
-    self._writer = _Writer(str(pathlib.Path(workdir) / 'tensorboard'))
+    self._writer = _Writer(str(pathlib.Path(workdir) / 'tensorboard')) if writes else None
 
   def scalars(self, step: int, values: Dict[str, Any]) -> None:
+    if self._writer is None:
+      return
     for name, value in values.items():
       if np.ndim(value) == 0 and np.isfinite(value):  # NaN: not measured (train acc without counts)
         self._writer.add_scalar(name if '/' in name else f'train/{name}', float(value), step)
@@ -123,12 +126,15 @@ class SummaryWriter:
 
   def image(self, step: int, tag: str, array: np.ndarray) -> None:
     """One image summary: array [H, W, 3] uint8 (or [H, W] greyscale; floats are taken as 0-1)."""
+    if self._writer is None:
+      return
     array = np.asarray(array)
     self._writer.add_image(tag, array, step, dataformats='HWC' if array.ndim == 3 else 'HW')
     self._writer.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
@@ -183,12 +189,15 @@ def count_accuracy_summary(evaluations, thresholds) -> dict:
 
 class History:
   """history.jsonl: one record per evaluation and per checkpoint. Reopened at a resumed step, it
-  drops records newer than that step, so a resumed run's history matches an uninterrupted one."""
+  drops records newer than that step, so a resumed run's history matches an uninterrupted one.
+  writes=False (a process other than the lead one): keeps the records, touches no file."""
 
-  def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
+  def __init__(self, workdir: pathlib.Path, resume_step: int = 0, writes: bool = True):
     self.path = pathlib.Path(workdir) / 'history.jsonl'
+    self.writes = writes
     self.records = [r for r in read_history(workdir) if r['step'] <= resume_step]
-    self._rewrite()
+    if writes:
+      self._rewrite()
 
   def _rewrite(self) -> None:
     tmp = self.path.with_suffix('.tmp')
@@ -197,6 +206,8 @@ class History:
 
   def append(self, record: Dict[str, Any]) -> None:
     self.records.append(record)
+    if not self.writes:
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from air_jax import checkpoints
+from air_jax import distributed
 from air_jax import evaluation
 from air_jax import metrics as metrics_lib
 from air_jax import models as models_lib
@@ -71,7 +72,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   if len(train_source) < config.batch_size:
     raise ValueError(f'config.batch_size={config.batch_size} exceeds the {len(train_source)} training examples')
   workdir.mkdir(parents=True, exist_ok=True)
-  metrics_lib.save_config(config, workdir)
+  lead = distributed.is_lead()  # the one process (of several) that writes summaries and history
+  if lead:
+    metrics_lib.save_config(config, workdir)
 
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
   state = steps.create_train_state(models, init_key, mesh)
@@ -85,9 +88,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
   eval_step = steps.make_eval_step(models, mesh, config.eval_importance_samples)
   pictures = pictures_lib.Pictures(models)  # a grid of the first held-out scenes at every evaluation
   picture_scenes = eval_source.__getitems__(range(min(pictures_lib.SUMMARY_IMAGES, len(eval_source))))
-  log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}), global batch {config.batch_size}')
-  writer = metrics_lib.SummaryWriter(workdir)
-  history = metrics_lib.History(workdir, resume_step=start_step)
+  processes = f' in {jax.process_count()} processes' if jax.process_count() > 1 else ''
+  log(f'{mesh.devices.size} device(s) ({jax.devices()[0].platform}){processes}, global batch {config.batch_size}')
+  writer = metrics_lib.SummaryWriter(workdir, writes=lead)
+  history = metrics_lib.History(workdir, resume_step=start_step, writes=lead)
   max_count = scenes.max_count(config)
   batches = pipeline.train_batches(train_source, config.batch_size, config.data.train_seed, start_step)
   local = parallel.process_slice(config.batch_size)  # this process's share of each global batch

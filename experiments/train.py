@@ -3,6 +3,9 @@
     python experiments/train.py --workdir=/tmp/air                      # default config
     python experiments/train.py --config=air_jax/configs/multi_mnist.py:smoke --workdir=/tmp/smoke \\
         --config.num_train_steps=10
+Several processes (air_jax/distributed.py), e.g. two on this machine, one per terminal:
+    python experiments/train.py --workdir=/tmp/air2 --coordinator_address=127.0.0.1:12345 \
+        --num_processes=2 --process_id=0      # and the same with --process_id=1
 Re-running with the same workdir resumes from its latest checkpoint. Compiled programs are kept
 in XLA's persistent cache under <data dir>/xla ($JAX_COMPILATION_CACHE_DIR overrides it), so a later
 run of the same shapes does not compile them again.
@@ -13,6 +16,9 @@ from absl import app
 from absl import logging
 from absl import flags
 
+import jax
+
+from air_jax import distributed
 from air_jax import launch
 from air_jax import train
 from air_jax import metrics
@@ -25,26 +31,37 @@ _CONFIG = launch.define_config_file(
     'Path to a config file (get_config); append :smoke for a tiny run.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and history go.')
 _DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', False, 'Multi-host (TPU pod, multi-node GPU): call jax.distributed.initialize() '
-    'first; every process runs this same command and feeds its share of each global batch.')
+    'distributed', False, 'Several processes on a cluster JAX detects itself (TPU pod, SLURM, ...): '
+    'every process runs this same command and feeds its share of each global batch.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Several processes, set by hand: host:port of process 0 '
+    '(or $JAX_COORDINATOR_ADDRESS); with --num_processes and --process_id.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run (or $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index, 0 first (or $JAX_PROCESS_ID).")
 flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax, XLA) would drown progress
-  if _DISTRIBUTED.value:
-    import jax
-    jax.distributed.initialize()  # cluster settings from the environment (TPU, SLURM, ...)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto_detect=_DISTRIBUTED.value)
+  except ValueError as e:
+    launch.fail(str(e))
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-    import jax  # pylint: disable=g-import-not-at-top
     data_dir = _CONFIG.value.data.get('data_dir') or mnist_lib.default_data_dir()
     jax.config.update('jax_compilation_cache_dir', os.path.join(data_dir, 'xla'))
+  log = (lambda s: print(s, flush=True)) if distributed.is_lead() else (lambda s: None)
   try:
-    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
+    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=log)
   except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
     launch.fail(str(e))
+  except jax.errors.JaxRuntimeError as e:
+    distributed.exit_on_lost_peer(e)  # several processes: one line; one process: the error itself
+    raise
+  if not distributed.is_lead():
+    return
   held_out = metrics.format_evaluation(result).split('\n')[0] if 'elbo' in result else 'nothing left to train'
   print(f'final: step {result["step"]}: {held_out}')
 

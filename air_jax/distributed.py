@@ -1,0 +1,93 @@
+"""Several processes, one run: joining them, and who writes what.
+
+Every process runs the same command and feeds its share of each global batch (parallel.py); the
+mesh spans the devices of all of them. Joining: `initialize` calls `jax.distributed.initialize`
+with a coordinator address, the number of processes and this process's id (flags, or the
+environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or with nothing
+on clusters JAX detects itself (TPU pods, SLURM, ...). On CPU the processes exchange gradients over
+gloo (TCP), so two processes on one machine, or CPU hosts on a network, train as one.
+
+Who writes: every process takes part in each Orbax checkpoint (Orbax's multi-process protocol:
+each writes its shards, the primary the metadata); only the lead process (index 0) writes
+TensorBoard, history.jsonl, config.json and prints progress. Evaluation is sharded over the
+processes and gathered, so every process holds the same figures.
+
+A lost process: the others' next collective fails (gloo: the peer closed the connection) or the
+coordination service stops seeing its heartbeat (HEARTBEAT_TIMEOUT_SECONDS); `exit_on_lost_peer`
+turns that into one line and exit status 1. Restarting every process resumes from the last
+checkpoint.
+"""
+import os
+import re
+import sys
+
+import jax
+
+HEARTBEAT_TIMEOUT_SECONDS = 30  # a process silent this long is taken as dead by the coordinator
+ENVIRONMENT = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+
+
+def settings(coordinator_address: str | None, num_processes: int | None,
+             process_id: int | None) -> tuple | None:
+  """(address, processes, id) from the arguments, else the environment; None when none is set.
+  Raises ValueError unless all three are set and consistent."""
+  given = [coordinator_address, num_processes, process_id]
+  values = [value if value not in (None, '') else os.environ.get(name) or None
+            for value, name in zip(given, ENVIRONMENT)]
+  if all(v is None for v in values):
+    return None
+  missing = [f'--{flag} ({env})' for flag, env, v in
+             zip(('coordinator_address', 'num_processes', 'process_id'), ENVIRONMENT, values) if v is None]
+  if missing:
+    raise ValueError(f'a multi-process run needs the coordinator address, the number of processes and '
+                     f'this process\'s id: missing {", ".join(missing)}')
+  address = str(values[0])
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit():
+    raise ValueError(f'the coordinator address must be host:port (e.g. 10.0.0.1:1234), got {address!r}')
+  try:
+    count, index = int(values[1]), int(values[2])
+  except ValueError:
+    raise ValueError(f'the number of processes and the process id must be integers, got {values[1]!r} '
+                     f'and {values[2]!r}') from None
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f'the process id must be in 0..{count - 1} for {count} process(es), got {index}')
+  return address, count, index
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, auto_detect: bool = False) -> None:
+  """Joins this process to the others (see the module docstring); nothing when nothing is set.
+  Call before any other JAX work."""
+  joined = settings(coordinator_address, num_processes, process_id)
+  if joined is None and not auto_detect:
+    return
+  # CPU collectives across processes (JAX's default CPU client has none); accelerators keep theirs.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if joined is None:
+    jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
+  else:
+    address, count, index = joined
+    jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=index,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
+
+
+def is_lead() -> bool:
+  """Whether this is the process that writes summaries, history and pictures (index 0)."""
+  return jax.process_index() == 0
+
+
+def exit_on_lost_peer(error: Exception) -> None:
+  """In a multi-process run, a failed collective means another process died: one line on stderr
+  and exit status 1, skipping JAX's shutdown (which waits on the dead process and then aborts
+  with a long native trace). Returns (does nothing) in a single-process run."""
+  if jax.process_count() == 1:
+    return
+  # The root cause is at the end: 'INTERNAL: Error dispatching computation: ... Gloo all-reduce failed: ...'.
+  cause = re.sub(r'(Error dispatching computation: )+', '', ' '.join(str(error).split()))[-240:]
+  sys.stderr.write(f'error: process {jax.process_index()} of {jax.process_count()}: a collective with the other '
+                   f'processes failed ({cause}): another process has stopped; restart every process with '
+                   'the same command to resume from the last checkpoint\n')
+  sys.stderr.flush()
+  sys.stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
