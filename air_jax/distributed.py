@@ -13,8 +13,8 @@ TensorBoard, history.jsonl, config.json and prints progress. Evaluation is shard
 processes and gathered, so every process holds the same figures.
 
 A lost process: the others' next collective fails (gloo: the peer closed the connection) or the
-coordination service stops seeing its heartbeat (HEARTBEAT_TIMEOUT_SECONDS); `exit_on_lost_peer`
-turns that into one line and exit status 1. Restarting every process resumes from the last
+coordination service stops seeing its heartbeat (HEARTBEAT_TIMEOUT_SECONDS); `exit_in_one_line`
+turns that (and any error of a multi-process run) into one line and exit status 1. Restarting every process resumes from the last
 checkpoint.
 """
 import os
@@ -77,17 +77,17 @@ def is_lead() -> bool:
   return jax.process_index() == 0
 
 
-def exit_on_lost_peer(error: Exception) -> None:
-  """In a multi-process run, a failed collective means another process died: one line on stderr
-  and exit status 1, skipping JAX's shutdown (which waits on the dead process and then aborts
-  with a long native trace). Returns (does nothing) in a single-process run."""
+def exit_in_one_line(error: Exception) -> None:
+  """In a multi-process run, any error ends this process with one line on stderr and exit status 1
+  at once, skipping JAX's and Orbax's shutdown (which wait on a dead process, then abort with long
+  native and background-thread traces). A failed collective or barrier means another process
+  stopped. Returns (does nothing) in a single-process run."""
   if jax.process_count() == 1:
     return
   # The root cause is at the end: 'INTERNAL: Error dispatching computation: ... Gloo all-reduce failed: ...'.
   cause = re.sub(r'(Error dispatching computation: )+', '', ' '.join(str(error).split()))[-240:]
-  sys.stderr.write(f'error: process {jax.process_index()} of {jax.process_count()}: a collective with the other '
-                   f'processes failed ({cause}): another process has stopped; restart every process with '
-                   'the same command to resume from the last checkpoint\n')
+  sys.stderr.write(f'error: process {jax.process_index()} of {jax.process_count()}: {cause} (if another process '
+                   'stopped, restart every process with the same command to resume from the last checkpoint)\n')
   sys.stderr.flush()
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access

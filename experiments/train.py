@@ -55,10 +55,10 @@ def main(argv):
   log = (lambda s: print(s, flush=True)) if distributed.is_lead() else (lambda s: None)
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=log)
-  except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
-    launch.fail(str(e))
-  except jax.errors.JaxRuntimeError as e:
-    distributed.exit_on_lost_peer(e)  # several processes: one line; one process: the error itself
+  except Exception as e:  # pylint: disable=broad-except
+    distributed.exit_in_one_line(e)  # several processes: one line for any error, at once
+    if isinstance(e, (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError)):
+      launch.fail(str(e))
     raise
   if not distributed.is_lead():
     return
