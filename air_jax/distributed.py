@@ -21,6 +21,7 @@ import os
 import re
 import sys
 
+from absl import flags
 import jax
 
 HEARTBEAT_TIMEOUT_SECONDS = 30  # a process silent this long is taken as dead by the coordinator
@@ -70,6 +71,21 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     address, count, index = joined
     jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=index,
                                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
+
+
+def define_flags():
+  """The launch flags of a multi-process run (absl): --distributed, or --coordinator_address,
+  --num_processes and --process_id. Returns join(): joins the processes as the flags say (nothing
+  when none is set); ValueError on bad settings. Call join() before any other JAX work."""
+  auto = flags.DEFINE_bool(
+      'distributed', False, 'Several processes on a cluster JAX detects itself (TPU pod, SLURM, ...): '
+      'every process runs this same command and feeds its share of each global batch.')
+  address = flags.DEFINE_string(
+      'coordinator_address', None, 'Several processes, set by hand: host:port of process 0 '
+      '(or $JAX_COORDINATOR_ADDRESS); with --num_processes and --process_id.')
+  count = flags.DEFINE_integer('num_processes', None, 'Processes in the run (or $JAX_NUM_PROCESSES).')
+  index = flags.DEFINE_integer('process_id', None, "This process's index, 0 first (or $JAX_PROCESS_ID).")
+  return lambda: initialize(address.value, count.value, index.value, auto_detect=auto.value)
 
 
 def is_lead() -> bool:

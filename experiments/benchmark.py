@@ -22,6 +22,7 @@ from absl import logging
 import jax
 
 from air_jax import benchmarking
+from air_jax import distributed
 from air_jax import launch
 from air_jax import parallel
 from air_jax.configs import multi_mnist as multi_mnist_config
@@ -37,6 +38,7 @@ _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the square mat
 _PRECISIONS = flags.DEFINE_list('precisions', ['float32'],
                                 'Matmul dtypes to time (config model.matmul_dtype): float32, bfloat16.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results here as JSON.')
+_JOIN_PROCESSES = distributed.define_flags()  # several processes time one step together
 
 
 def main(argv):
@@ -54,6 +56,11 @@ def main(argv):
   if bad:
     print(f'error: --precisions takes float32 and/or bfloat16, got {bad}', file=sys.stderr)
     sys.exit(1)
+  try:
+    _JOIN_PROCESSES()
+  except ValueError as e:
+    launch.fail(str(e))
+  say = (lambda line: print(line, flush=True)) if distributed.is_lead() else (lambda line: None)
   mesh = parallel.make_mesh()
   uneven = [b for b in batch_sizes if b % mesh.devices.size]
   if uneven:
@@ -61,20 +68,20 @@ def main(argv):
     sys.exit(1)
   device = jax.devices()[0]
   roofline_rates = {precision: benchmarking.make_matmul_rate(_MATMUL_SIZE.value, precision) for precision in _PRECISIONS.value}
-  print(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}); '
-        f'roofline: {_MATMUL_SIZE.value}^3 matmul in the row\'s dtype (float32 results), timed after every block',
-        flush=True)
-  print(benchmarking.TRAIN_STEP_HEADER, flush=True)
+  say(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}, {jax.process_count()} '
+      f'process(es)); roofline: {_MATMUL_SIZE.value}^3 matmul in the row\'s dtype (float32 results), timed '
+      'after every block')
+  say(benchmarking.TRAIN_STEP_HEADER)
   rows = []
   for precision, batch_size in itertools.product(_PRECISIONS.value, batch_sizes):
     row = benchmarking.time_train_step(_CONFIG.value, batch_size, precision, _STEPS.value, _REPEATS.value,
                                        _WARMUP.value, mesh, roofline_rates[precision])
     rows.append(row)
-    print(benchmarking.format_train_step(row), flush=True)
-  if _OUTPUT.value:
+    say(benchmarking.format_train_step(row))
+  if _OUTPUT.value and distributed.is_lead():
     with open(_OUTPUT.value, 'w') as f:
       json.dump(dict(device=str(device.device_kind), backend=jax.default_backend(),
-                     device_count=jax.device_count(), matmul_size=_MATMUL_SIZE.value,
+                     device_count=jax.device_count(), process_count=jax.process_count(), matmul_size=_MATMUL_SIZE.value,
                      roofline='matmul with operands in the row precision, float32 results', rows=rows), f, indent=2)
 
 

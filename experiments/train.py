@@ -30,14 +30,7 @@ _CONFIG = launch.define_config_file(
     'config', multi_mnist_config.__file__,  # air_jax/configs/multi_mnist.py, in a checkout or installed
     'Path to a config file (get_config); append :smoke for a tiny run.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and history go.')
-_DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', False, 'Several processes on a cluster JAX detects itself (TPU pod, SLURM, ...): '
-    'every process runs this same command and feeds its share of each global batch.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'Several processes, set by hand: host:port of process 0 '
-    '(or $JAX_COORDINATOR_ADDRESS); with --num_processes and --process_id.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run (or $JAX_NUM_PROCESSES).')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index, 0 first (or $JAX_PROCESS_ID).")
+_JOIN_PROCESSES = distributed.define_flags()
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -46,7 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto_detect=_DISTRIBUTED.value)
+    _JOIN_PROCESSES()
   except ValueError as e:
     launch.fail(str(e))
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
