@@ -25,6 +25,7 @@ from absl import flags
 import jax
 
 HEARTBEAT_TIMEOUT_SECONDS = 30  # a process silent this long is taken as dead by the coordinator
+JOIN_TIMEOUT_SECONDS = 300  # how long each process waits for all the others to start
 ENVIRONMENT = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 
 
@@ -57,20 +58,23 @@ def settings(coordinator_address: str | None, num_processes: int | None,
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, auto_detect: bool = False) -> None:
+               process_id: int | None = None, auto_detect: bool = False,
+               log=lambda line: print(line, flush=True)) -> None:
   """Joins this process to the others (see the module docstring); nothing when nothing is set.
-  Call before any other JAX work."""
+  Waits up to JOIN_TIMEOUT_SECONDS for them. Call before any other JAX work."""
   joined = settings(coordinator_address, num_processes, process_id)
   if joined is None and not auto_detect:
     return
   # CPU collectives across processes (JAX's default CPU client has none); accelerators keep theirs.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  if joined is None:
-    jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
-  else:
-    address, count, index = joined
-    jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=index,
-                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
+  where = dict(zip(('coordinator_address', 'num_processes', 'process_id'), joined or ()))
+  if joined:
+    log(f'process {joined[2]} of {joined[1]}: joining the others at {joined[0]} '
+        f'(waiting up to {JOIN_TIMEOUT_SECONDS} s)')
+  # Past the timeout JAX itself ends the process (a native 'DEADLINE_EXCEEDED ... RegisterTask' abort,
+  # which Python cannot catch): the line above says what it was waiting for.
+  jax.distributed.initialize(**where, initialization_timeout=JOIN_TIMEOUT_SECONDS,
+                             heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS)
 
 
 def define_flags():
