@@ -52,3 +52,9 @@ def test_task_c_trains_resumes_and_infers_with_the_parallel_core(tmp_path, mnist
   assert images.shape == (3, 128, 128)
   inferred = infer.infer(models, infer.load_params(tmp_path, models), images)
   assert inferred['boxes'].shape == (3, 9, 4) and inferred['count'].shape == (3,)
+
+
+def test_the_window_prior_needs_a_canvas_larger_than_its_window():
+  assert np.isfinite(crowded.window_prior_logit(50))
+  with pytest.raises(ValueError, match="too small for the prior's 35 px window"):
+    crowded.window_prior_logit(30)

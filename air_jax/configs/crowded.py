@@ -30,6 +30,8 @@ TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
 
 def window_prior_logit(canvas: int) -> float:
   """s of the prior's mean window, WINDOW_PIXELS on a canvas of this side (glimpse.window_logit)."""
+  if canvas <= WINDOW_PIXELS:
+    raise ValueError(f'a canvas of {canvas} px is too small for the prior\'s {WINDOW_PIXELS:.0f} px window')
   return round(float(glimpse.window_logit(WINDOW_PIXELS / canvas)), 4)
 
 
