@@ -1,8 +1,9 @@
 """Two processes on this machine (localhost, gloo) train as one process with two devices does.
 
-The smoke config trained by `experiments/train.py` in 2 processes x 1 CPU device, one of them killed
-mid-run and both restarted, against train_and_evaluate in this process over 2 of its fake devices
-without a break: the same parameters and held-out figures; then each resumed in the other topology.
+The smoke config begun by train_and_evaluate in this process over 2 of its fake devices, continued by
+`experiments/train.py` in 2 processes x 1 CPU device (one killed mid-run, both restarted), finished
+in one process again, against the same config trained by one process throughout: the same
+parameters and held-out figures.
 Bad launch settings: one line.
 """
 import json
@@ -16,7 +17,6 @@ import jax
 import numpy as np
 import pytest
 
-from air_jax import checkpoints
 from air_jax import distributed
 from air_jax import infer
 from air_jax import metrics
@@ -90,16 +90,24 @@ def assert_same_run(workdir_a, workdir_b):
     np.testing.assert_allclose(a['elbo'], b['elbo'], rtol=1e-4)
 
 
+def saved_steps(workdir) -> list:
+  """Steps of the complete checkpoints (Orbax renames a save's folder to its step once complete)."""
+  folder = workdir / 'checkpoints'
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
 def test_two_processes_train_as_one_with_two_devices_survive_a_kill_and_resume_across(tmp_path, mnist_dir):
-  """Process 1 killed mid-run: process 0's next collective fails and it exits at once with one line.
-  Both restarted resume from the last checkpoint L and end at L + 2 where one process over two
-  devices does, trained without a break (parameters, held-out figures); only process 0 wrote the
-  history. Then each run resumes in the other topology to L + 4, and they agree again."""
-  at_the_end = dict(eval_every_steps=100_000)  # an evaluation at the last step only
-  two, one = tmp_path / 'two_processes', tmp_path / 'one_process'
-  processes = start_two(mnist_dir, two, 100_000, **at_the_end)
+  """A run begun by one process over two devices (to step 2) goes on in two processes (1 -> 2);
+  process 1 is killed mid-run and process 0 exits at once with one line; both restarted resume
+  from the last checkpoint L to L + 2; one process takes it over to L + 4 (2 -> 1). At L + 2 and
+  L + 4 it equals the same config trained by one process over two devices (parameters, held-out
+  figures), and process 0 alone wrote its history."""
+  at_the_end = dict(eval_every_steps=100_000)  # an evaluation at the last step of each command only
+  run, reference = tmp_path / 'run', tmp_path / 'reference'
+  run_one(mnist_dir, run, 2, **at_the_end)
+  processes = start_two(mnist_dir, run, 100_000, **at_the_end)
   deadline = time.time() + 300
-  while not (two / 'checkpoints' / '4').is_dir():  # Orbax renames a save's folder once complete
+  while not saved_steps(run) or saved_steps(run)[-1] < 6:
     assert time.time() < deadline and processes[0].poll() is None, processes[0].communicate()[1][-3000:]
     time.sleep(0.2)
   processes[1].kill()
@@ -110,24 +118,23 @@ def test_two_processes_train_as_one_with_two_devices_survive_a_kill_and_resume_a
                                 'restart every process with the same command', returncode=1)
   processes[1].communicate()
 
-  last = checkpoints.Checkpointer(two, create=False).latest_step()
-  lead, other = run_two(mnist_dir, two, last + 2, **at_the_end)
+  last = saved_steps(run)[-1]
+  lead, other = run_two(mnist_dir, run, last + 2, **at_the_end)
   assert f'resumed from the checkpoint at step {last}' in lead and f'final: step {last + 2}' in lead
   assert '2 device(s) (cpu) in 2 processes, global batch 8' in lead
   assert other.splitlines()[0].startswith('process 1 of 2: joining the others at 127.0.0.1:'), other
   assert not [line for line in other.splitlines()[1:] if not line.startswith('[Gloo]')], other  # no progress
-  run_one(mnist_dir, one, last + 2, **at_the_end)
-  # Process 0 alone wrote the history: each checkpoint and the evaluation once.
-  assert [(r['kind'], r['step']) for r in metrics.read_history(two)] == (
-      [('checkpoint', step) for step in range(2, last + 1, 2)] + [('eval', last + 2), ('checkpoint', last + 2)])
-  assert json.loads((two / 'config.json').read_text())['seed'] == 0
-  assert_same_run(two, one)
+  # Each record once: the one-process command's, then process 0's alone.
+  assert [(r['kind'], r['step']) for r in metrics.read_history(run)] == (
+      [('eval', 2)] + [('checkpoint', step) for step in range(2, last + 1, 2)] + [('eval', last + 2), ('checkpoint', last + 2)])
+  assert json.loads((run / 'config.json').read_text())['seed'] == 0
+  for steps in (2, last + 2):
+    run_one(mnist_dir, reference, steps, **at_the_end)
+  assert_same_run(run, reference)
 
-  # Each resumes in the other topology (2 processes -> 1, 1 -> 2) to the same step.
-  assert f'resumed from the checkpoint at step {last + 2}' in run_one(mnist_dir, two, last + 4, **at_the_end)
-  lead, _ = run_two(mnist_dir, one, last + 4, **at_the_end)
-  assert f'resumed from the checkpoint at step {last + 2}' in lead
-  assert_same_run(two, one)
+  assert f'resumed from the checkpoint at step {last + 2}' in run_one(mnist_dir, run, last + 4, **at_the_end)
+  run_one(mnist_dir, reference, last + 4, **at_the_end)
+  assert_same_run(run, reference)
 
 
 def test_bad_launch_flags_are_one_line(tmp_path):
