@@ -2,7 +2,7 @@
 other (each resumable), then per run the figures of issue 37's table. Writes <output>.json and .md.
 
     python experiments/estimators.py --workdir=runs/estimators --variants=nvil,concrete,vimco \\
-        --seeds=0,1,2,3,4 --output=docs/results/estimators
+        --seeds=0,1,2,3,4 --output=docs/results/estimators_table  # beside the page estimators.md
     python experiments/estimators.py ... --config.num_train_steps=3000     # any config override
 
 Variants (VARIANTS): the estimator ('nvil', 'concrete', 'vimco'; 'vimco_held': VIMCO with q(z_pres)
