@@ -19,6 +19,7 @@ checkpoint.
 """
 import os
 import re
+import socket
 import sys
 
 from absl import flags
@@ -26,7 +27,8 @@ import jax
 
 HEARTBEAT_TIMEOUT_SECONDS = 30  # a process silent this long is taken as dead by the coordinator
 JOIN_TIMEOUT_SECONDS = 300  # how long each process waits for all the others to start
-ENVIRONMENT = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+FLAGS = ('coordinator_address', 'num_processes', 'process_id')  # the settings, as flags and arguments
+ENVIRONMENT = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')  # and as variables
 
 
 def settings(coordinator_address: str | None, num_processes: int | None,
@@ -38,8 +40,7 @@ def settings(coordinator_address: str | None, num_processes: int | None,
             for value, name in zip(given, ENVIRONMENT)]
   if all(v is None for v in values):
     return None
-  missing = [f'--{flag} ({env})' for flag, env, v in
-             zip(('coordinator_address', 'num_processes', 'process_id'), ENVIRONMENT, values) if v is None]
+  missing = [f'--{flag} ({env})' for flag, env, v in zip(FLAGS, ENVIRONMENT, values) if v is None]
   if missing:
     raise ValueError(f'a multi-process run needs the coordinator address, the number of processes and '
                      f'this process\'s id: missing {", ".join(missing)}')
@@ -67,7 +68,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     return
   # CPU collectives across processes (JAX's default CPU client has none); accelerators keep theirs.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  where = dict(zip(('coordinator_address', 'num_processes', 'process_id'), joined or ()))
+  where = dict(zip(FLAGS, joined or ()))
   if joined:
     log(f'process {joined[2]} of {joined[1]}: joining the others at {joined[0]} '
         f'(waiting up to {JOIN_TIMEOUT_SECONDS} s)')
@@ -95,6 +96,19 @@ def define_flags():
 def is_lead() -> bool:
   """Whether this is the process that writes summaries, history and pictures (index 0)."""
   return jax.process_index() == 0
+
+
+def say(line: str) -> None:
+  """Prints line (flushed) on the lead process only: progress appears once, not once per process."""
+  if is_lead():
+    print(line, flush=True)
+
+
+def free_local_port() -> int:
+  """A TCP port free on 127.0.0.1 now: a coordinator address for processes on this machine."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def exit_in_one_line(error: Exception) -> None:

@@ -60,7 +60,6 @@ def main(argv):
     _JOIN_PROCESSES()
   except ValueError as e:
     launch.fail(str(e))
-  say = (lambda line: print(line, flush=True)) if distributed.is_lead() else (lambda line: None)
   mesh = parallel.make_mesh()
   uneven = [b for b in batch_sizes if b % mesh.devices.size]
   if uneven:
@@ -68,16 +67,16 @@ def main(argv):
     sys.exit(1)
   device = jax.devices()[0]
   roofline_rates = {precision: benchmarking.make_matmul_rate(_MATMUL_SIZE.value, precision) for precision in _PRECISIONS.value}
-  say(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}, {jax.process_count()} '
+  distributed.say(f'device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}, {jax.process_count()} '
       f'process(es)); roofline: {_MATMUL_SIZE.value}^3 matmul in the row\'s dtype (float32 results), timed '
       'after every block')
-  say(benchmarking.TRAIN_STEP_HEADER)
+  distributed.say(benchmarking.TRAIN_STEP_HEADER)
   rows = []
   for precision, batch_size in itertools.product(_PRECISIONS.value, batch_sizes):
     row = benchmarking.time_train_step(_CONFIG.value, batch_size, precision, _STEPS.value, _REPEATS.value,
                                        _WARMUP.value, mesh, roofline_rates[precision])
     rows.append(row)
-    say(benchmarking.format_train_step(row))
+    distributed.say(benchmarking.format_train_step(row))
   if _OUTPUT.value and distributed.is_lead():
     with open(_OUTPUT.value, 'w') as f:
       json.dump(dict(device=str(device.device_kind), backend=jax.default_backend(),

@@ -11,7 +11,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import tempfile
 from absl import app
 from absl import flags
 
+from air_jax import distributed
 from air_jax import launch
 
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Global batch size (the default task trains at 64).')
@@ -31,19 +31,13 @@ BENCHMARK = pathlib.Path(__file__).resolve().parent / 'benchmark.py'
 LAYOUTS = {'1 process x 2 cores': ['0,1'], '1 process x 1 core': ['0'], '2 processes x 1 core': ['0', '1']}
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def run_layout(cores: list, folder: pathlib.Path) -> dict:
   """benchmark.py's row for this layout (written by process 0)."""
   output = folder / 'row.json'
   common = [sys.executable, str(BENCHMARK), f'--batch_sizes={_BATCH_SIZE.value}', '--precisions=float32',
             f'--steps={_STEPS.value}', f'--repeats={_REPEATS.value}', f'--output={output}']
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # one CPU device a process
-  port = free_port()
+  port = distributed.free_local_port()
   processes = []
   for index, core_list in enumerate(cores):
     joined = ([f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={len(cores)}', f'--process_id={index}']

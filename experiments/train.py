@@ -45,18 +45,15 @@ def main(argv):
   if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
     data_dir = _CONFIG.value.data.get('data_dir') or mnist_lib.default_data_dir()
     jax.config.update('jax_compilation_cache_dir', os.path.join(data_dir, 'xla'))
-  log = (lambda s: print(s, flush=True)) if distributed.is_lead() else (lambda s: None)
   try:
-    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=log)
+    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=distributed.say)
   except Exception as e:  # pylint: disable=broad-except
     distributed.exit_in_one_line(e)  # several processes: one line for any error, at once
     if isinstance(e, (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError)):
       launch.fail(str(e))
     raise
-  if not distributed.is_lead():
-    return
   held_out = metrics.format_evaluation(result).split('\n')[0] if 'elbo' in result else 'nothing left to train'
-  print(f'final: step {result["step"]}: {held_out}')
+  distributed.say(f'final: step {result["step"]}: {held_out}')
 
 
 if __name__ == '__main__':

@@ -7,8 +7,6 @@ parameters and held-out figures.
 Bad launch settings: one line.
 """
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +22,11 @@ from air_jax import parallel
 from air_jax import train
 from tests import helpers
 
-STEPS, MORE_STEPS = 4, 6
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+SMOKE_RUN = dict(checkpoint_every_steps=2, eval_every_steps=2, log_every_steps=2)  # either way of running
 
 
 def command(mnist_dir, workdir, steps: int, port: int, index: int, **config) -> list:
-  overrides = {**dict(num_train_steps=steps, checkpoint_every_steps=2, eval_every_steps=2, log_every_steps=2),
-               **config}
+  overrides = {**SMOKE_RUN, 'num_train_steps': steps, **config}
   return ([sys.executable, str(helpers.REPO / 'experiments' / 'train.py'),
            f'--config={helpers.REPO / "air_jax" / "configs" / "multi_mnist.py"}:smoke',
            f'--config.data.data_dir={mnist_dir}', f'--workdir={workdir}']
@@ -50,7 +41,7 @@ def one_device_env() -> dict:
 
 
 def start_two(mnist_dir, workdir, steps: int, **config) -> list:
-  port = free_port()
+  port = distributed.free_local_port()
   return [subprocess.Popen(command(mnist_dir, workdir, steps, port, index, **config), env=one_device_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
 
@@ -68,8 +59,7 @@ def run_two(mnist_dir, workdir, steps: int, **config) -> list:
 def run_one(mnist_dir, workdir, steps: int, **config) -> list:
   """The same config in this process over 2 of the suite's fake devices; the log lines."""
   lines = []
-  config = helpers.smoke_config(mnist_dir, **{**dict(num_train_steps=steps, checkpoint_every_steps=2,
-                                                     eval_every_steps=2, log_every_steps=2), **config})
+  config = helpers.smoke_config(mnist_dir, **{**SMOKE_RUN, 'num_train_steps': steps, **config})
   train.train_and_evaluate(config, str(workdir), log=lines.append, mesh=parallel.make_mesh(jax.devices()[:2]))
   return lines
 
