@@ -25,6 +25,12 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 
+# Tests are dominated by compiling small programs, not by running them: XLA's optimisation passes
+# would take most of the suite's CPU time (about 40% of it measured on the Omniglot smoke run) for
+# programs that then run a few steps. Semantics are the same at any optimisation level; speed
+# figures come from the benchmarks, never from the suite. Subprocesses inherit it.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+
 import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
