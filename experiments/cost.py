@@ -6,9 +6,9 @@
 Per (variant, objects N, canvas side): Multi-MNIST's model at that canvas (configs/crowded.py's
 window prior) with N object slots, its train step at --batch_size on synthetic scenes, timed as
 experiments/benchmark.py does (benchmarking.time_train_step: compile apart, median of --repeats
-blocks of --steps steps), with XLA's memory of the step. Variants (VARIANTS): the recurrent core
-reading the pixels densely ('recurrent_dense', the paper's encoder: a [H W, 4 L] projection) or
-through two strided convolutions ('recurrent_conv'), and the parallel core with the smallest square
+blocks of --steps steps), with XLA's memory of the step. Variants (configs/crowded.py's CORES): the
+recurrent core reading the pixels densely ('recurrent_dense', the paper's encoder: a [H W, 4 L]
+projection) or through two strided convolutions ('recurrent_conv'), and the parallel core with the smallest square
 grid the crowded tasks give the canvas (cells of ~CELL_PIXELS, configs/crowded.py; more if N needs
 them), its cells deciding in raster order ('parallel_raster', the default) or at once
 ('parallel_at_once'): its cost follows the canvas, not N, so each of its (slots, canvas) is timed
@@ -29,13 +29,7 @@ from air_jax import launch
 from air_jax import parallel
 from air_jax.configs import crowded
 
-VARIANTS = {
-    'recurrent_dense': dict(inference='recurrent', image_conv_features=()),
-    'recurrent_conv': dict(inference='recurrent', image_conv_features=(32, 64)),
-    'parallel_raster': dict(inference='parallel', image_conv_features=(32, 64), cell_order='raster'),
-    'parallel_at_once': dict(inference='parallel', image_conv_features=(32, 64), cell_order='parallel'),
-}
-_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), f'Any of {list(VARIANTS)}.')
+_VARIANTS = flags.DEFINE_list('variants', list(crowded.CORES), f'Any of {list(crowded.CORES)}.')
 _OBJECTS = flags.DEFINE_list('objects', ['3', '5', '10'], 'Object slots N (the parallel core: its grid has >= N cells).')
 _CANVASES = flags.DEFINE_list('canvases', ['50', '80', '128', '200'], 'Canvas sides in pixels.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Global batch size.')
@@ -47,15 +41,11 @@ flags.mark_flags_as_required(['output'])
 
 
 def variant_config(variant: str, objects: int, canvas: int, smoke: bool):
-  """configs/crowded.py's model on a `canvas` side with `objects` slots, as VARIANTS[variant] says."""
-  config = crowded.get_config('a,smoke' if smoke else 'a')
+  """configs/crowded.py's model on a `canvas` side with `objects` slots and the core `variant`."""
+  config = crowded.with_core(crowded.get_config('a,smoke' if smoke else 'a'), variant)
   config.data.canvas_size = canvas
   config.data.train_counts = config.data.eval_counts = (0,)  # synthetic batches: no scenes composed
   config.objective.z_where_prior_loc = (crowded.window_prior_logit(canvas),) + tuple(config.objective.z_where_prior_loc[1:])
-  for name, value in VARIANTS[variant].items():
-    config.model[name] = value
-  if smoke and config.model.image_conv_features:
-    config.model.image_conv_features = (4, 8)
   config.model.max_steps = objects
   config.model.grid_size = max(round(canvas / crowded.CELL_PIXELS), math.ceil(math.sqrt(objects)))
   return config
@@ -76,7 +66,7 @@ def main(argv):
   if len(argv) > 1:
     launch.fail(f'unexpected arguments {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  launch.require_choices('variants', _VARIANTS.value, VARIANTS)
+  launch.require_choices('variants', _VARIANTS.value, crowded.CORES)
   try:
     objects, canvases = [int(n) for n in _OBJECTS.value], [int(c) for c in _CANVASES.value]
   except ValueError:

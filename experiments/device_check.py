@@ -2,7 +2,7 @@
 printed as it goes and written as JSON.
 
     python experiments/device_check.py --data_dir=DIR --output=report.json   # the full check
-    python experiments/device_check.py --quick --data_dir=DIR                 # tiny sizes, CPU, < 2 min
+    python experiments/device_check.py --quick --data_dir=DIR                 # tiny sizes, CPU, a few minutes
 
 1. Devices: JAX's backend and devices, the JAX and jaxlib versions.
 2. The train-step table (air_jax.benchmarking.time_train_step, as experiments/benchmark.py) at
@@ -16,7 +16,13 @@ printed as it goes and written as JSON.
    scenes, eval every 50 steps): 98% at step 200 / 250 (seeds 0 / 1) against 300 / 350 with 1e-3;
    1e-2 stayed at 69-76% from step 100 to 350 (98% at step 750). The count prior's anneal
    (10,000 steps) barely moves in so few steps.
-4. MuJoCo renders/s of random 3D scenes (MUJOCO_GL=egl: the GPU's EGL on an NVIDIA machine).
+4. Crowded scenes (configs/crowded.py, issue 38): the train step of task (c) (0-9 digits on 128x128)
+   for each inference core of --crowded_cores (crowded.CORES) at --crowded_batch_size in float32, and
+   a task (b) run (0-5 digits on 80x80, core --crowded_train_core, the training run's batch and
+   learning rate) until 97% held-out or --crowded_train_seconds of wall time (compilation and
+   evaluations included): its steps and training seconds to 97%, or 'not reached' and its last
+   accuracy. --crowded_cores= and --crowded_train_seconds=0 leave them out.
+5. MuJoCo renders/s of random 3D scenes (MUJOCO_GL=egl: the GPU's EGL on an NVIDIA machine).
 
 Nothing is downloaded: MNIST comes from --data_dir's mnist.npz (the cache experiments/train.py
 writes), and a missing one is an error. On the lent GPU machine, which reaches no network, the
@@ -35,7 +41,7 @@ from absl import logging
 
 from air_jax import launch
 
-_QUICK = flags.DEFINE_bool('quick', False, 'Tiny sizes (the smoke config, a few steps): a CPU check under 2 minutes.')
+_QUICK = flags.DEFINE_bool('quick', False, 'Tiny sizes (the smoke config, a few steps): a CPU check of a few minutes.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Folder holding mnist.npz; default $AIR_JAX_DATA_DIR or ~/.cache/air_jax.')
 _OUTPUT = flags.DEFINE_string('output', '', 'Write the report here as JSON.')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Where the training run writes (default: a temporary folder).')
@@ -49,11 +55,17 @@ _TRAIN_LR = flags.DEFINE_float('train_learning_rate', 3e-3, 'Learning rate of th
 _TRAIN_MAX_STEPS = flags.DEFINE_integer('train_max_steps', 3000, 'The training run stops here at the latest.')
 _TRAIN_EVAL_EVERY = flags.DEFINE_integer('train_eval_every', 100, 'Steps between held-out evaluations.')
 _TRAIN_TARGET = flags.DEFINE_float('train_target', 0.98, 'The training run stops at this held-out count accuracy.')
+_CROWDED_CORES = flags.DEFINE_list('crowded_cores', ['recurrent_dense', 'recurrent_conv', 'parallel_raster',
+                                                     'parallel_at_once'], 'Cores of the task (c) step table.')
+_CROWDED_BATCH = flags.DEFINE_integer('crowded_batch_size', 256, 'Global batch of the task (c) step table.')
+_CROWDED_TRAIN_CORE = flags.DEFINE_string('crowded_train_core', 'recurrent_dense', 'Core of the task (b) run.')
+_CROWDED_TRAIN_SECONDS = flags.DEFINE_float('crowded_train_seconds', 150, 'Wall-time cap of the task (b) run (0: skip it).')
 _RENDERS = flags.DEFINE_integer('renders', 2000, 'Random 3D scenes per renders/s figure (0: skip the renders).')
 _RENDER_PROCESSES = flags.DEFINE_list('render_processes', ['1', '4'], 'Render processes per renders/s figure.')
 
 QUICK = dict(batch_sizes=[8], steps=2, repeats=2, matmul_size=256, train_batch_size=8, train_max_steps=6,
-             train_eval_every=2, renders=16, render_processes=[1])
+             train_eval_every=2, renders=16, render_processes=[1], crowded_batch_size=8)
+CROWDED_TARGET = 0.97  # issue 38's goal on task (c), the figure asked of task (b) on a GPU
 
 
 def settings() -> dict:
@@ -66,9 +78,15 @@ def settings() -> dict:
                 f'{_RENDER_PROCESSES.value}')
   values.update(steps=_STEPS.value, repeats=_REPEATS.value, matmul_size=_MATMUL_SIZE.value,
                 train_batch_size=_TRAIN_BATCH.value, train_max_steps=_TRAIN_MAX_STEPS.value,
-                train_eval_every=_TRAIN_EVAL_EVERY.value, renders=_RENDERS.value)
+                train_eval_every=_TRAIN_EVAL_EVERY.value, renders=_RENDERS.value,
+                crowded_batch_size=_CROWDED_BATCH.value, crowded_train_seconds=_CROWDED_TRAIN_SECONDS.value)
   if _QUICK.value:
     values.update(QUICK)
+  from air_jax.configs import crowded  # pylint: disable=g-import-not-at-top
+  launch.require_choices('crowded_cores', _CROWDED_CORES.value, crowded.CORES)
+  launch.require_choices('crowded_train_core', [_CROWDED_TRAIN_CORE.value], crowded.CORES)
+  if values['crowded_batch_size'] <= 0 or values['crowded_train_seconds'] < 0:
+    launch.fail('--crowded_batch_size must be positive and --crowded_train_seconds >= 0')
   bad = [p for p in _PRECISIONS.value if p not in ('float32', 'bfloat16')]
   if bad:
     launch.fail(f'--precisions takes float32 and/or bfloat16, got {bad}')
@@ -103,9 +121,10 @@ def step_table(config, values, mesh, log) -> list:
   return rows
 
 
-def training_run(config, values, workdir: str, log) -> dict:
-  """The default config at the training batch and learning rate, until the target or the step cap;
-  the steps and training seconds to 97% and 98% held-out count accuracy."""
+def training_run(config, values, workdir: str, log, target: float, thresholds=(0.97, 0.98),
+                 max_seconds: float | None = None) -> dict:
+  """config at the training batch and learning rate, until `target` held-out count accuracy, the
+  step cap or max_seconds of wall time; the steps and training seconds to each threshold."""
   from air_jax import metrics  # pylint: disable=g-import-not-at-top
   from air_jax import train  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
@@ -114,13 +133,15 @@ def training_run(config, values, workdir: str, log) -> dict:
   config.num_train_steps = values['train_max_steps']
   config.eval_every_steps = config.log_every_steps = values['train_eval_every']
   config.checkpoint_every_steps = values['train_max_steps']
-  log(f'training: default config, batch {config.batch_size}, learning rate {config.learning_rate:g}, '
-      f'until {_TRAIN_TARGET.value:.0%} held-out ({config.data.num_eval} scenes) or step {config.num_train_steps}')
+  log(f'training: batch {config.batch_size}, learning rate {config.learning_rate:g}, until {target:.0%} held-out '
+      f'({config.data.num_eval} scenes), step {config.num_train_steps}'
+      + ('' if max_seconds is None else f' or {max_seconds:.0f} s'))
   start = time.perf_counter()
-  result = train.train_and_evaluate(config, workdir, log=lambda line: log('  ' + line),
-                                    stop_when=lambda r: r['count_accuracy'] >= _TRAIN_TARGET.value)
+  stop_when = lambda r: r['count_accuracy'] >= target or (
+      max_seconds is not None and time.perf_counter() - start >= max_seconds)
+  result = train.train_and_evaluate(config, workdir, log=lambda line: log('  ' + line), stop_when=stop_when)
   wall = time.perf_counter() - start
-  summary = metrics.summarise_count_accuracy(workdir, (0.97, 0.98))
+  summary = metrics.summarise_count_accuracy(workdir, thresholds)
   for threshold, crossing in summary['crossings'].items():
     log(f'  to {threshold:.0%}: ' + ('not reached' if crossing is None else
                                      f'step {crossing[0]}, {crossing[1]:.1f} s of training'))
@@ -129,6 +150,24 @@ def training_run(config, values, workdir: str, log) -> dict:
               crossings={f'{t:.2f}': None if v is None else dict(step=v[0], train_seconds=v[1])
                          for t, v in summary['crossings'].items()},
               curve=summary['curve'])
+
+
+def crowded_step_table(values, quick: bool, data_dir: str, mesh, log) -> list:
+  """Task (c)'s train step for each core of --crowded_cores (benchmarking.time_train_step, float32)."""
+  from air_jax import benchmarking  # pylint: disable=g-import-not-at-top
+  from air_jax.configs import crowded  # pylint: disable=g-import-not-at-top
+  log(f'task (c) train step (0-9 digits, 128x128, synthetic batches), batch {values["crowded_batch_size"]}:')
+  roofline = benchmarking.make_matmul_rate(values['matmul_size'], 'float32')
+  rows = []
+  for core in _CROWDED_CORES.value:
+    config = crowded.with_core(crowded.get_config('c,smoke' if quick else 'c'), core)
+    config.data.data_dir = data_dir
+    row = benchmarking.time_train_step(config, values['crowded_batch_size'], 'float32', values['steps'],
+                                       values['repeats'], 1, mesh, roofline)
+    rows.append(dict(core=core, **row))
+    log(f'  {core:>16}: {1e3 / row["steps_per_second"]:8.1f} ms/step, {row["images_per_second"]:9.0f} images/s, '
+        f'compile {row["compile_seconds"]:.1f} s, {row["step_memory_bytes"] / 2 ** 20:.0f} MB')
+  return rows
 
 
 def render_rates(values, log) -> dict:
@@ -174,7 +213,19 @@ def main(argv):
   report['train_step'] = step_table(config, values, mesh, log)
   report['step_table_seconds'] = time.perf_counter() - started
   with tempfile.TemporaryDirectory(prefix='air_jax_device_check_') as scratch:
-    report['training'] = training_run(config, values, _WORKDIR.value or scratch, log)
+    workdir = pathlib.Path(_WORKDIR.value or scratch)
+    log('training: the default config')
+    report['training'] = training_run(config, values, str(workdir / 'default'), log, _TRAIN_TARGET.value)
+    if _CROWDED_CORES.value:
+      report['crowded_step'] = crowded_step_table(values, _QUICK.value, str(data_dir), mesh, log)
+    if values['crowded_train_seconds']:
+      from air_jax.configs import crowded  # pylint: disable=g-import-not-at-top
+      task_b = crowded.with_core(crowded.get_config('b,smoke' if _QUICK.value else 'b'), _CROWDED_TRAIN_CORE.value)
+      task_b.data.data_dir = str(data_dir)
+      log(f'training: task (b) (0-5 digits, 80x80), core {_CROWDED_TRAIN_CORE.value}')
+      report['crowded_training'] = dict(core=_CROWDED_TRAIN_CORE.value, **training_run(
+          task_b, values, str(workdir / 'task_b'), log, CROWDED_TARGET, (CROWDED_TARGET,),
+          values['crowded_train_seconds']))
   if values['renders']:
     report['renders'] = render_rates(values, log)
   report['seconds'] = time.perf_counter() - started

@@ -14,7 +14,8 @@ def run_check(*flags):
 
 def test_quick_check_reports_every_part(tmp_path, mnist_dir):
   output = tmp_path / 'report.json'
-  run = run_check('--quick', f'--data_dir={mnist_dir}', f'--output={output}', f'--workdir={tmp_path / "train"}')
+  run = run_check('--quick', f'--data_dir={mnist_dir}', f'--output={output}', f'--workdir={tmp_path / "train"}',
+                  '--crowded_cores=recurrent_dense,parallel_at_once')  # one of each core: the suite's time
   assert run.returncode == 0, run.stderr[-3000:]
   report = json.loads(output.read_text())
   assert report['backend'] == 'cpu' and len(report['devices']) == 4
@@ -26,6 +27,10 @@ def test_quick_check_reports_every_part(tmp_path, mnist_dir):
   # 6 smoke steps cannot count: no early stop, both targets unreached, an evaluation every 2 steps.
   assert training['steps'] == 6 and [s for s, _, _ in training['curve']] == [2, 4, 6]
   assert training['crossings'] == {'0.97': None, '0.98': None}
+  assert [r['core'] for r in report['crowded_step']] == ['recurrent_dense', 'parallel_at_once']
+  assert all(r['batch_size'] == 8 and r['images_per_second'] > 0 for r in report['crowded_step'])
+  crowded = report['crowded_training']  # task (b), 6 smoke steps: 97% not reached
+  assert crowded['core'] == 'recurrent_dense' and crowded['steps'] == 6 and crowded['crossings'] == {'0.97': None}
   assert report['renders']['renders_per_second']['1 process(es)'] > 0
   assert 'to 98%: not reached' in run.stdout and 'train step (synthetic batches' in run.stdout
 
@@ -37,6 +42,8 @@ def test_refusals_are_one_line(tmp_path, mnist_dir):
                                 (), '--precisions takes float32 and/or bfloat16')
   helpers.assert_one_error_line(run_check('--quick', f'--data_dir={mnist_dir}', '--batch_sizes=8,x'),
                                 (), '--batch_sizes and --render_processes take integers')
+  helpers.assert_one_error_line(run_check('--quick', f'--data_dir={mnist_dir}', '--crowded_cores=recurrent,parallel_raster'),
+                                (), "--crowded_cores: unknown ['recurrent']")
   output = tmp_path / 'missing' / 'report.json'
   helpers.assert_one_error_line(run_check('--quick', f'--data_dir={mnist_dir}', f'--output={output}'),
                                 output, 'does not exist')

@@ -26,6 +26,14 @@ WINDOW_PIXELS = 35.0  # the default's prior window: window_size(0.7) of a 50 px 
 CELL_PIXELS = 12.5    # the parallel core's cell side on the default's 50 px canvas (4 x 4 cells)
 # task -> (canvas side, the most digits, training scenes)
 TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
+# The inference cores measured side by side (experiments/cost.py, experiments/device_check.py):
+# config.model's settings of each; 'conv' keeps the config's image_conv_features, else none.
+CORES = {
+    'recurrent_dense': dict(inference='recurrent', conv=False),  # the paper's: the pixels into the LSTM
+    'recurrent_conv': dict(inference='recurrent', conv=True),
+    'parallel_raster': dict(inference='parallel', conv=True, cell_order='raster'),
+    'parallel_at_once': dict(inference='parallel', conv=True, cell_order='parallel'),
+}
 
 
 def window_prior_logit(canvas: int) -> float:
@@ -53,4 +61,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective.z_where_prior_loc = (window_prior_logit(canvas), x, y)
   if not smoke:
     config.data.num_train = num_train
+  return config
+
+
+def with_core(config: ml_collections.ConfigDict, core: str) -> ml_collections.ConfigDict:
+  """A copy of config whose model is CORES[core]'s (the recurrent core reading the pixels densely
+  or through the config's convolutions, or the parallel core in raster order or all at once)."""
+  if core not in CORES:
+    raise ValueError(f'unknown inference core {core!r}: use one of {sorted(CORES)}')
+  config = config.copy_and_resolve_references()
+  settings = dict(CORES[core])
+  if not settings.pop('conv'):
+    config.model.image_conv_features = ()
+  for name, value in settings.items():
+    config.model[name] = value
   return config
