@@ -30,15 +30,25 @@ def test_each_task_is_a_valid_config_of_its_canvas_and_counts(task, canvas, most
                              atol=0.01)  # (a) is the default's canvas: the same prior window
 
 
-@pytest.mark.parametrize('arg', [None, 'd', 'c,tiny', 'c,smoke,smoke'])
+@pytest.mark.parametrize('arg', [None, 'd', 'c,tiny', 'c,smoke,smoke', 'c,recurrent_dense,parallel_raster'])
 def test_an_unknown_task_is_refused(arg):
   with pytest.raises(ValueError, match='use a task of'):
     crowded.get_config(arg)
 
 
+@pytest.mark.parametrize('arg, inference, conv, order', [
+    ('b,recurrent_dense', 'recurrent', (), None), ('b,smoke,recurrent_conv', 'recurrent', (8, 16), None),
+    ('c,parallel_raster', 'parallel', (32, 64), 'raster'), ('a,parallel_at_once,smoke', 'parallel', (8, 16), 'parallel')])
+def test_a_core_is_named_after_the_task(arg, inference, conv, order):
+  config = crowded.get_config(arg)
+  assert config.model.inference == inference and tuple(config.model.image_conv_features) == conv
+  assert order is None or config.model.cell_order == order
+  assert config.model.max_steps == crowded.TASKS[arg[0]][1] + 1
+
+
 def test_task_c_trains_resumes_and_infers_with_the_parallel_core(tmp_path, mnist_dir):
-  config = crowded.get_config('c,smoke')
-  config.data.data_dir, config.model.inference = str(mnist_dir), 'parallel'
+  config = crowded.get_config('c,parallel_raster,smoke')
+  config.data.data_dir = str(mnist_dir)
   config.model.grid_size, config.model.cell_hidden = 3, 16  # 9 cells (the real run's 10 x 10: 100)
   config.num_train_steps = 2
   train.train_and_evaluate(config, str(tmp_path), log=lambda line: None)

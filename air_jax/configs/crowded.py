@@ -3,6 +3,7 @@
     python experiments/train.py --config=air_jax/configs/crowded.py:a --workdir=/tmp/a   # 0-3 digits, 50x50
     python experiments/train.py --config=air_jax/configs/crowded.py:b --workdir=/tmp/b   # 0-5 digits, 80x80
     python experiments/train.py --config=air_jax/configs/crowded.py:c --workdir=/tmp/c   # 0-9 digits, 128x128
+    python experiments/train.py --config=air_jax/configs/crowded.py:c,parallel_raster ... # another core (CORES)
     python experiments/train.py --config=air_jax/configs/crowded.py:c,smoke ...          # tiny, for tests
 
 Digits keep MNIST's 28x28 size and are composed as in configs/multi_mnist.py (non-overlapping ink
@@ -44,12 +45,14 @@ def window_prior_logit(canvas: int) -> float:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: the task ('a', 'b' or 'c'), optionally followed by ',smoke' (a tiny model and run)."""
-  parts = (arg or '').split(',')
-  task, smoke = parts[0], parts[1:] == ['smoke']
-  if task not in TASKS or parts[1:] not in ([], ['smoke']):
-    raise ValueError(f"unknown config argument {arg!r}: use a task of {sorted(TASKS)}, optionally "
-                     f"followed by ',smoke' (e.g. 'c' or 'c,smoke')")
+  """arg: the task ('a', 'b' or 'c'), optionally followed by ',<core>' (a name of CORES; default
+  the recurrent core with the convolutional encoder) and/or ',smoke' (a tiny model and run)."""
+  task, *options = (arg or '').split(',')
+  cores = [o for o in options if o in CORES]
+  smoke = 'smoke' in options
+  if task not in TASKS or len(cores) > 1 or len(options) != len(cores) + options.count('smoke') or options.count('smoke') > 1:
+    raise ValueError(f"unknown config argument {arg!r}: use a task of {sorted(TASKS)}, optionally followed by "
+                     f"',<core>' (one of {sorted(CORES)}) and/or ',smoke' (e.g. 'c', 'c,parallel_raster' or 'c,smoke')")
   canvas, most, num_train = TASKS[task]
   config = multi_mnist.get_config('smoke' if smoke else None)
   config.data.canvas_size = canvas
@@ -61,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective.z_where_prior_loc = (window_prior_logit(canvas), x, y)
   if not smoke:
     config.data.num_train = num_train
-  return config
+  return with_core(config, cores[0]) if cores else config
 
 
 def with_core(config: ml_collections.ConfigDict, core: str) -> ml_collections.ConfigDict:
