@@ -6,6 +6,7 @@ raises there with a stack trace; `define_config_file` turns that into one line.
 Use `CONFIG = launch.define_config_file(...)` and `app.run(main, flags_parser=launch.parse_flags)`.
 """
 import datetime
+import json
 import os
 import pathlib
 import platform
@@ -76,3 +77,13 @@ def provenance(program: str) -> Dict[str, str]:
   arguments), the commit, the machine and the date."""
   return dict(command=' '.join([program] + sys.argv[1:]), commit=commit(),
               machine=f'{platform.machine()} CPU, {os.cpu_count()} cores', date=datetime.date.today().isoformat())
+
+
+def write_results(output: str, record: dict, markdown: str) -> str:
+  """Writes record to <output>.json (arrays as lists) and markdown to <output>.md; returns 'wrote
+  <json> and <md>'. The suffixes are appended: a name with a dot (estimators_prior_0.01) keeps it."""
+  base = pathlib.Path(output)
+  json_path, markdown_path = base.parent / f'{base.name}.json', base.parent / f'{base.name}.md'
+  json_path.write_text(json.dumps(record, indent=1, default=lambda x: x.tolist() if hasattr(x, 'tolist') else str(x)))
+  markdown_path.write_text(markdown)
+  return f'wrote {json_path} and {markdown_path}'

@@ -76,10 +76,8 @@ def main(argv):
             for name, r in rows.items()]
   lines += ['', f'2 processes x 1 core / 1 process x 2 cores: {record["two_processes_over_one"]:.2f}; '
             f'/ 1 process x 1 core: {record["two_processes_over_one_core"]:.2f}.']
-  output = pathlib.Path(_OUTPUT.value)
-  output.parent.mkdir(parents=True, exist_ok=True)
-  output.with_suffix('.json').write_text(json.dumps(record, indent=1))
-  output.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+  pathlib.Path(_OUTPUT.value).parent.mkdir(parents=True, exist_ok=True)
+  launch.write_results(_OUTPUT.value, record, '\n'.join(lines) + '\n')
   print('\n'.join(lines[4:]))
 
 

@@ -15,7 +15,6 @@ them), its cells deciding in raster order ('parallel_raster', the default) or at
 once. Writes <output>.json and <output>.md.
 """
 import itertools
-import json
 import math
 import pathlib
 
@@ -93,10 +92,9 @@ def main(argv):
     print(f'{variant:>16} slots {slots:>3} canvas {canvas:>3}: {1e3 / row["steps_per_second"]:8.1f} ms/step, '
           f'compile {row["compile_seconds"]:.1f} s, {row["step_memory_bytes"] / 2 ** 20:.0f} MB', flush=True)
   record = dict(launch.provenance('python experiments/cost.py'), batch_size=_BATCH_SIZE.value, rows=rows)
-  output.with_suffix('.json').write_text(json.dumps(record, indent=1))
-  output.with_suffix('.md').write_text(markdown(rows))
+  wrote = launch.write_results(_OUTPUT.value, record, markdown(rows))
   print(markdown(rows))
-  print(f'wrote {output.with_suffix(".json")} and {output.with_suffix(".md")}')
+  print(wrote)
 
 
 if __name__ == '__main__':

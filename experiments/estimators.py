@@ -178,10 +178,9 @@ def main(argv):
         launch.fail(str(e))
   record = dict(launch.provenance('python experiments/estimators.py'),
                 config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
-  output.with_suffix('.json').write_text(json.dumps(record, indent=1, default=lambda x: np.asarray(x).tolist()))
-  output.with_suffix('.md').write_text(markdown(rows, record))
+  wrote = launch.write_results(_OUTPUT.value, record, markdown(rows, record))
   print(markdown(rows, record))
-  print(f'wrote {output.with_suffix(".json")} and {output.with_suffix(".md")}')
+  print(wrote)
 
 
 if __name__ == '__main__':

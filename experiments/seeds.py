@@ -17,7 +17,6 @@ import pathlib
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from air_jax import launch
 from air_jax import metrics
@@ -84,10 +83,9 @@ def main(argv):
   record = dict(launch.provenance('python experiments/seeds.py'),
                 config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
   command = record['command']
-  output.with_suffix('.json').write_text(json.dumps(record, indent=1, default=lambda x: np.asarray(x).tolist()))
-  output.with_suffix('.md').write_text(markdown(rows, command, record))
+  wrote = launch.write_results(_OUTPUT.value, record, markdown(rows, command, record))
   print(markdown(rows, command, record))
-  print(f'wrote {output.with_suffix(".json")} and {output.with_suffix(".md")}')
+  print(wrote)
 
 
 if __name__ == '__main__':

@@ -7,19 +7,19 @@ from tests import helpers
 
 
 def test_two_smoke_seeds_write_the_table(tmp_path, mnist_dir):
-  output = tmp_path / 'table'
+  output = tmp_path / 'table_lr_0.5'  # a dot in the name: the suffixes are appended, not swapped
   command = [sys.executable, str(helpers.REPO / 'experiments' / 'seeds.py'), f'--workdir={tmp_path / "runs"}',
              '--seeds=0,1', f'--output={output}', f'--config={helpers.REPO / "air_jax" / "configs" / "multi_mnist.py"}:smoke',
              f'--config.data.data_dir={mnist_dir}']
   run = subprocess.run(command, capture_output=True, text=True, env=helpers.subprocess_env(), timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
-  record = json.loads(output.with_suffix('.json').read_text())
+  record = json.loads((tmp_path / 'table_lr_0.5.json').read_text())
   assert [r['seed'] for r in record['runs']] == [0, 1]
   assert record['command'].startswith('python experiments/seeds.py --workdir=') and record['config']['seed'] == 0
   for row in record['runs']:
     assert row['final_step'] == 4 and 0 <= row['final_accuracy'] <= 1 and set(row['crossings']) == {'0.95', '0.98'}
     assert sum(map(sum, row['confusion'])) == 16  # the smoke config's 16 held-out scenes
-  table = output.with_suffix('.md').read_text()
+  table = (tmp_path / 'table_lr_0.5.md').read_text()
   assert '| seed | to 95% (step, train s) |' in table and table.count('\n| 0 |') == 2  # accuracy and layout rows
   # Rerun: the finished runs are read, not trained again.
   again = subprocess.run(command, capture_output=True, text=True, env=helpers.subprocess_env(), timeout=600)
