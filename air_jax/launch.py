@@ -84,6 +84,6 @@ def write_results(output: str, record: dict, markdown: str) -> str:
   <json> and <md>'. The suffixes are appended: a name with a dot (estimators_prior_0.01) keeps it."""
   base = pathlib.Path(output)
   json_path, markdown_path = base.parent / f'{base.name}.json', base.parent / f'{base.name}.md'
-  json_path.write_text(json.dumps(record, indent=1, default=lambda x: x.tolist() if hasattr(x, 'tolist') else str(x)))
+  json_path.write_text(json.dumps(record, indent=1, default=lambda x: x.tolist()))
   markdown_path.write_text(markdown)
   return f'wrote {json_path} and {markdown_path}'
