@@ -6,10 +6,10 @@ count accuracy: the published figures of a run come from here.
     python experiments/seeds.py --config=air_jax/configs/images.py --config.data.train_path=... ...
 
 Each seed trains in <workdir>/seed<k> (resumed if it was stopped; a finished one is only read), so
-the command can be killed and rerun. Per seed: the first evaluation at >= 95% and >= 98% (step and
-training seconds), whether the accuracy stayed >= 98% after, the final accuracy, confusion, ELBO
-and the kind's other figures (Multi-MNIST: accuracy by layout). The JSON also records the command,
-the commit, the machine and the date.
+the command can be killed and rerun. Per seed: the first evaluation at >= 95, 97, 98 and 99% (step
+and training seconds), whether the accuracy stayed >= 98% after, the final accuracy, the confusion
+(and the accuracy per true count), ELBO and the kind's other figures (Multi-MNIST: accuracy by
+layout). The JSON also records the command, the commit, the machine and the date.
 """
 import json
 import pathlib
@@ -29,19 +29,27 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the runs: <workdir>/s
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'config.seed of each run.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Path without suffix: writes <output>.json and <output>.md.')
 flags.mark_flags_as_required(['workdir', 'output'])
-THRESHOLDS = (0.95, 0.98)
+THRESHOLDS = (0.95, 0.97, 0.98, 0.99)
 
 
 def markdown(rows, command: str, record: dict) -> str:
   lines = [f'Command: `{command}`', '', f'Commit {record["commit"]}, {record["machine"]}, {record["date"]}.', '']
   if all('final_accuracy' in r for r in rows):
-    lines += ['| seed | to 95% (step, train s) | to 98% (step, train s) | lowest after 98% | final | train s (all) | ELBO |',
-              '|---|---|---|---|---|---|---|']
+    lines += ['| seed | ' + ' | '.join(f'to {t:.0%} (step, train s)' for t in THRESHOLDS) +
+              ' | lowest after 98% | final | train s (all) | ELBO |', '|---' * (len(THRESHOLDS) + 5) + '|']
     cell = lambda c: 'not reached' if c is None else f'{c[0]:,}, {c[1]:.0f} s'
     for r in rows:
       low = '' if r['lowest_after_98'] is None else f'{r["lowest_after_98"]:.4f}'
-      lines.append(f'| {r["seed"]} | {cell(r["crossings"]["0.95"])} | {cell(r["crossings"]["0.98"])} | {low} | '
+      crossings = ' | '.join(cell(r['crossings'].get(str(t))) for t in THRESHOLDS)
+      lines.append(f'| {r["seed"]} | {crossings} | {low} | '
                    f'{r["final_accuracy"]:.4f} | {r["train_seconds"]:.0f} | {r["elbo"]:.1f} |')
+    counts = [c for c in range(len(rows[0]['confusion'])) if sum(rows[0]['confusion'][c])]
+    lines += ['', 'Final accuracy per true count (scenes): the rows of the confusion in the JSON.', '',
+              '| seed | ' + ' | '.join(f'{c} ({sum(rows[0]["confusion"][c])})' for c in counts) + ' |',
+              '|---' * (len(counts) + 1) + '|']
+    for r in rows:
+      lines.append(f'| {r["seed"]} | ' + ' | '.join(f'{r["confusion"][c][c] / sum(r["confusion"][c]):.3f}'
+                                                   for c in counts) + ' |')
     layouts = [r for r in rows if 'accuracy_by_layout' in r]
     if layouts:
       names = list(layouts[0]['accuracy_by_layout'])
