@@ -175,10 +175,11 @@ def scene_sets(config, num_eval: int):
   cache_dir = pathlib.Path(data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
   pool = multi_mnist.MultiMNIST(digits.train_images, digits.train_labels, counts=data.train_counts,
                                 num_examples=data.num_train, seed=data.train_seed,
-                                canvas_size=data.canvas_size)
+                                canvas_size=data.canvas_size, digit_size=data.digit_size)
   held_out = multi_mnist.MultiMNIST(digits.test_images, digits.test_labels, counts=data.train_counts,
                                     num_examples=num_eval, seed=data.eval_seed + EVAL_SEED_OFFSET,
-                                    canvas_size=data.canvas_size, max_objects=pool.max_objects)
+                                    canvas_size=data.canvas_size, max_objects=pool.max_objects,
+                                    digit_size=data.digit_size)
   return (sources.materialise_cached(pool, cache_dir, 'train').arrays,
           sources.materialise_cached(held_out, cache_dir, 'test').arrays)
 

@@ -93,7 +93,7 @@ def evaluate_counts(config, params, eval_step, counts, num_eval: int, mesh) -> d
   digits = mnist_lib.load_mnist(config.data.data_dir or None)
   scenes = multi_mnist.MultiMNIST(digits.test_images, digits.test_labels, counts=counts,
                                   num_examples=num_eval, seed=config.data.eval_seed + 1000,
-                                  canvas_size=config.data.canvas_size)
+                                  canvas_size=config.data.canvas_size, digit_size=config.data.digit_size)
   cache_dir = pathlib.Path(config.data.data_dir or mnist_lib.default_data_dir()) / 'scenes'
   source = sources.materialise_cached(scenes, cache_dir, 'test')
   result = evaluation.evaluate(eval_step, params, source, config.eval_batch_size,

@@ -247,8 +247,10 @@ class TestMultiMNIST:
       (dict(counts=(-1, 1)), r'counts must be a non-empty set of counts >= 0, got \(-1, 1\)'),
       (dict(counts=(1, 2), max_objects=1), 'max_objects=1 is below the largest count 2'),
       (dict(num_examples=0), 'num_examples must be positive, got 0'),
-      (dict(canvas_size=27), 'canvas_size must be at least 28, got 27')],
-      ids=['no_counts', 'negative_count', 'max_objects', 'num_examples', 'canvas_size'])
+      (dict(canvas_size=27), 'canvas_size must be at least 28, got 27'),
+      (dict(canvas_size=30, digit_size=31), r'canvas_size must be at least 31, got 30 \(digits of 31 px\)'),
+      (dict(digit_size=3), 'digit_size must be between 4 and 112 px, got 3')],
+      ids=['no_counts', 'negative_count', 'max_objects', 'num_examples', 'canvas_size', 'digits_larger', 'digit_size'])
   def test_bad_arguments(self, digits, kwargs, message):
     with pytest.raises(ValueError, match=message):
       scenes(digits, **kwargs)
@@ -258,6 +260,24 @@ class TestMultiMNIST:
   def test_bad_digits(self, bad_digits):
     with pytest.raises(ValueError, match='28'):
       multi_mnist.MultiMNIST(bad_digits, np.zeros(len(bad_digits), np.int32), num_examples=1, seed=0)
+
+  def test_resized_digits(self, digits):
+    """digit_size shrinks the digits before composing: frames and ink boxes fit the new size, the
+    ink keeps its brightness, and the scenes are other scenes (another cache name)."""
+    full, small = scenes(digits), scenes(digits, digit_size=21)
+    assert small.digits.shape[1:] == (21, 21) and small.digits.dtype == np.uint8
+    assert small.ink[:, 2:].max() <= 21 and small.ink[:, 2:].mean() < 0.9 * full.ink[:, 2:].mean()
+    assert small.digits.max() > 200  # strokes stay bright (bilinear, not a box sum)
+    for i in range(len(small)):
+      example = small[i]
+      count = int(example['count'])
+      assert np.all(example['boxes'][:count, 2:] <= 21)
+      inside = np.zeros_like(example['image'], bool)
+      for top, left, height, width in example['boxes'][:count]:
+        inside[top:top + height, left:left + width] = True
+      assert not (example['image'] > 0)[~inside].any()  # the ink lies in its digits' boxes
+    assert small.cache_name('train') != full.cache_name('train')
+    assert scenes(digits, digit_size=28).cache_name('train') == full.cache_name('train')  # 28: unchanged
 
   def test_impossible_layout_raises(self):
     full = np.full((4, 28, 28), 255, np.uint8)  # ink fills the frame: two cannot fit on 50x50

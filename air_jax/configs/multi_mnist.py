@@ -14,6 +14,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(dict(
       data_dir='',            # MNIST cache folder; '' = $AIR_JAX_DATA_DIR or ~/.cache/air_jax
       canvas_size=50,
+      digit_size=28,          # MNIST digits resized to this side (px) before composing; 21: Pyro's ~1.3x shrink
       train_counts=(0, 1, 2),
       eval_counts=(0, 1, 2),
       num_train=60_000,       # scenes composed from MNIST train digits

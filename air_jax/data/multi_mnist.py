@@ -1,4 +1,5 @@
-"""Multi-MNIST scenes: 28x28 MNIST digits at random, non-overlapping positions on a blank canvas.
+"""Multi-MNIST scenes: MNIST digits (28x28, or resized to digit_size) at random, non-overlapping
+positions on a blank canvas.
 
 Example i of a `MultiMNIST(seed=s)` depends only on (s, i): its random stream is
 `numpy.random.default_rng([s, i])`. The number of digits is uniform over `counts`; digits are
@@ -20,8 +21,18 @@ MAX_DRAWS = 1000           # draws of digits per example before the layout is de
 COMPOSER_VERSION = 1  # bump when the composing rule changes: names the cached scene files
 
 
+def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [N, S, S] -> uint8 [N, size, size], each digit resampled bilinearly (antialiased when
+  shrinking: Pillow's resize)."""
+  if size == digits.shape[1]:
+    return digits
+  from PIL import Image  # Pillow: a dependency of matplotlib's
+  return np.stack([np.asarray(Image.fromarray(d).resize((size, size), Image.Resampling.BILINEAR))
+                   for d in digits])
+
+
 def ink_boxes(digits: np.ndarray) -> np.ndarray:
-  """Tight boxes of nonzero pixels. digits: uint8 [N, 28, 28] -> int32 [N, 4] (top, left, h, w)."""
+  """Tight boxes of nonzero pixels. digits: uint8 [N, S, S] -> int32 [N, 4] (top, left, h, w)."""
   rows, cols = digits.any(axis=2), digits.any(axis=1)
   def span(mask):
     first = mask.argmax(axis=1)
@@ -40,21 +51,27 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class MultiMNIST:
-  """Random-access source of Multi-MNIST scenes (len / getitem / getitems)."""
+  """Random-access source of Multi-MNIST scenes (len / getitem / getitems). digit_size: the side
+  (px) the 28x28 MNIST digits are resized to before composing (21 is about Pyro's Multi-MNIST,
+  whose digits are shrunk ~1.3x)."""
 
   def __init__(self, digits: np.ndarray, labels: np.ndarray, *, counts: Sequence[int] = (0, 1, 2),
-               num_examples: int, seed: int, canvas_size: int = 50, max_objects: int | None = None):
+               num_examples: int, seed: int, canvas_size: int = 50, max_objects: int | None = None,
+               digit_size: int = DIGIT_SIZE):
     counts = tuple(int(c) for c in counts)
     sources.check_counts('counts', counts)
-    if canvas_size < DIGIT_SIZE:
-      raise ValueError(f'canvas_size must be at least {DIGIT_SIZE}, got {canvas_size}')
+    if not 4 <= digit_size <= 4 * DIGIT_SIZE:
+      raise ValueError(f'digit_size must be between 4 and {4 * DIGIT_SIZE} px, got {digit_size}')
+    if canvas_size < digit_size:
+      raise ValueError(f'canvas_size must be at least {digit_size}, got {canvas_size} (digits of {digit_size} px)')
     if digits.ndim != 3 or digits.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) or digits.dtype != np.uint8:
       raise ValueError(f'digits must be uint8 [N, 28, 28], got {digits.dtype} {digits.shape}')
     if num_examples <= 0:
       raise ValueError(f'num_examples must be positive, got {num_examples}')
-    self.digits, self.labels = digits, np.asarray(labels, np.int32)
-    self.digits_digest = hashlib.sha1(digits.tobytes() + self.labels.tobytes()).hexdigest()[:10]
-    self.ink = ink_boxes(digits)
+    self.digit_size = int(digit_size)
+    self.digits, self.labels = resize_digits(digits, self.digit_size), np.asarray(labels, np.int32)
+    self.digits_digest = hashlib.sha1(self.digits.tobytes() + self.labels.tobytes()).hexdigest()[:10]
+    self.ink = ink_boxes(self.digits)
     self.counts, self.num_examples, self.seed = counts, int(num_examples), int(seed)
     self.canvas_size = int(canvas_size)
     self.max_objects = max(counts) if max_objects is None else int(max_objects)
@@ -70,7 +87,7 @@ class MultiMNIST:
     Per digit, up to MAX_PLACEMENT_TRIES corners are tried in order, the first that fits is taken.
     They are drawn at once and checked together; the generator is then rewound and advanced by
     exactly the tries used, so the stream (and every scene) is that of drawing one try at a time."""
-    span = self.canvas_size - DIGIT_SIZE + 1
+    span = self.canvas_size - self.digit_size + 1
     for _ in range(MAX_DRAWS):
       chosen = rng.integers(0, len(self.digits), size=count)
       corners, placed = [], []
@@ -102,7 +119,7 @@ class MultiMNIST:
     boxes = np.full((self.max_objects, 4), -1, np.int32)
     labels = np.full((self.max_objects,), -1, np.int32)
     for k, (d, (top, left), box) in enumerate(zip(chosen, corners, placed)):
-      window = image[top:top + DIGIT_SIZE, left:left + DIGIT_SIZE]
+      window = image[top:top + self.digit_size, left:left + self.digit_size]
       np.maximum(window, self.digits[d], out=window)
       boxes[k], labels[k] = box, self.labels[d]
     return dict(image=image, count=np.int32(count), boxes=boxes, labels=labels)

@@ -182,7 +182,7 @@ class Scene(base.SceneKind):
     counts, num, seed = ((data.train_counts, data.num_train, data.train_seed) if split == 'train'
                          else (data.eval_counts, data.num_eval, data.eval_seed))
     return multi_mnist.MultiMNIST(images, labels, counts=counts, num_examples=num, seed=seed,
-                                  canvas_size=data.canvas_size)
+                                  canvas_size=data.canvas_size, digit_size=data.digit_size)
 
   def picture_arrays(self, out, images, params):
     """canvas, z_pres, boxes, and per step the glimpse read at z_where [B, N, G, G], the decoded
