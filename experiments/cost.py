@@ -92,8 +92,9 @@ def main(argv):
     print(f'{variant:>16} slots {slots:>3} canvas {canvas:>3}: {1e3 / row["steps_per_second"]:8.1f} ms/step, '
           f'compile {row["compile_seconds"]:.1f} s, {row["step_memory_bytes"] / 2 ** 20:.0f} MB', flush=True)
   record = dict(launch.provenance('python experiments/cost.py'), batch_size=_BATCH_SIZE.value, rows=rows)
-  wrote = launch.write_results(_OUTPUT.value, record, markdown(rows))
-  print(markdown(rows))
+  page = markdown(rows)
+  wrote = launch.write_results(_OUTPUT.value, record, page)
+  print(page)
   print(wrote)
 
 

@@ -178,8 +178,9 @@ def main(argv):
         launch.fail(str(e))
   record = dict(launch.provenance('python experiments/estimators.py'),
                 config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
-  wrote = launch.write_results(_OUTPUT.value, record, markdown(rows, record))
-  print(markdown(rows, record))
+  page = markdown(rows, record)
+  wrote = launch.write_results(_OUTPUT.value, record, page)
+  print(page)
   print(wrote)
 
 

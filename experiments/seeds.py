@@ -91,8 +91,9 @@ def main(argv):
   record = dict(launch.provenance('python experiments/seeds.py'),
                 config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
   command = record['command']
-  wrote = launch.write_results(_OUTPUT.value, record, markdown(rows, command, record))
-  print(markdown(rows, command, record))
+  page = markdown(rows, command, record)
+  wrote = launch.write_results(_OUTPUT.value, record, page)
+  print(page)
   print(wrote)
 
 
