@@ -4,6 +4,8 @@ other (each resumable), then per run the figures of issue 37's table. Writes <ou
     python experiments/estimators.py --workdir=runs/estimators --variants=nvil,concrete,vimco \\
         --seeds=0,1,2,3,4 --output=docs/results/estimators_table  # beside the page estimators.md
     python experiments/estimators.py ... --config.num_train_steps=3000     # any config override
+    python experiments/estimators.py --combine=docs/results/a.json,docs/results/b.json \\
+        --output=docs/results/estimators_table  # one table of runs other commands wrote, no training
 
 Variants (VARIANTS): the estimator ('nvil', 'concrete', 'vimco'; 'vimco_held': VIMCO with q(z_pres)
 held for its first steps) and the published setting
@@ -14,7 +16,8 @@ figures.json): the loop's held-out curve (first evaluation at >= 95% and
 (--num_samples) on --num_images held-out scenes, the count accuracy on --num_images validation
 scenes (MNIST train digits never trained on: where a default is chosen), and the variance of the
 gradient of the z_pres head's logit column (its last layer's weights into the logit and bias) over
---gradient_keys draws on a fixed batch of 64 validation scenes, at the run's last parameters.
+--gradient_keys draws on a fixed batch of 64 validation scenes, at the run's last parameters. The page opens with
+each variant's summary over its seeds (summarize), then a row per run.
 """
 import json
 import pathlib
@@ -49,14 +52,15 @@ VARIANTS = {
                         'objective.z_pres_prior_anneal_steps': 0},
 }
 _CONFIG = launch.define_config_file('config', multi_mnist_config.__file__, 'Config file (get_config), as train.py.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the runs: <workdir>/<variant>/seed<k>.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the runs: <workdir>/<variant>/seed<k> (not with --combine).')
 _VARIANTS = flags.DEFINE_list('variants', ['nvil', 'concrete', 'vimco'], f'Any of {list(VARIANTS)}.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'config.seed of each run.')
 _NUM_SAMPLES = flags.DEFINE_string('num_samples', '1,100,1000', 'K of the bounds L_K (each divides the largest).')
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 1000, 'Held-out scenes for the bounds; validation scenes for the count.')
 _GRADIENT_KEYS = flags.DEFINE_integer('gradient_keys', 200, 'Draws for the gradient variance.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Path without suffix: writes <output>.json and <output>.md.')
-flags.mark_flags_as_required(['workdir', 'output'])
+_COMBINE = flags.DEFINE_list('combine', [], 'JSON files this command wrote: their runs into one table, nothing trained.')
+flags.mark_flags_as_required(['output'])
 THRESHOLDS = (0.95, 0.98)
 
 
@@ -127,12 +131,47 @@ def run_figures(variant: str, seed: int, config, workdir: pathlib.Path, log) -> 
   return row
 
 
+def summarize(rows) -> list:
+  """Per variant, in order of first appearance, over its runs: how many reached 98%, the steps to
+  95% and 98% (of those that did), and the mean (with min and max) of the final test accuracy, the
+  validation accuracy, the close pairs' accuracy and each bound; the median gradient variance."""
+  spread = lambda values: dict(mean=float(np.mean(values)), min=float(np.min(values)), max=float(np.max(values)))
+  summaries = []
+  for variant in dict.fromkeys(r['variant'] for r in rows):
+    runs = [r for r in rows if r['variant'] == variant]
+    steps_to = lambda t: [r['crossings'][t][0] for r in runs if r['crossings'][t] is not None]
+    close = [r['accuracy_by_layout']['nearest pair 10-15 px'][0] for r in runs
+             if 'nearest pair 10-15 px' in r.get('accuracy_by_layout', {})]
+    summaries.append(dict(
+        variant=variant, seeds=[r['seed'] for r in runs], reached_98=len(steps_to('0.98')),
+        steps_to_95=steps_to('0.95'), steps_to_98=steps_to('0.98'),
+        final_accuracy=spread([r['final_accuracy'] for r in runs]),
+        validation_accuracy=spread([r['validation_accuracy'] for r in runs]),
+        close_pairs=spread(close) if close else None,
+        bounds={k: spread([r['bounds'][k]['mean'] for r in runs]) for k in runs[0]['bounds']},
+        gradient_variance_median=float(np.median([r['gradient']['variance'] for r in runs]))))
+  return summaries
+
+
 def markdown(rows, record) -> str:
   ks = list(rows[0]['bounds']) if rows else []
-  lines = [f'Command: `{record["command"]}`', '', f'Commit {record["commit"]}, {record["machine"]}, {record["date"]}.',
-           '', '| variant | seed | to 95% (step, s) | to 98% (step, s) | final | close pairs 10-15 px | validation | '
-           + ' | '.join(f'L_{k}' for k in ks) + ' | z_pres grad variance | train s |',
-           '|---' * (9 + len(ks)) + '|']
+  lines = [f'Command: `{record["command"]}`', '', f'Commit {record["commit"]}, {record["machine"]}, {record["date"]}.', '']
+  if record.get('sources'):
+    lines += ['Runs read from: ' + ', '.join(f'`{path}`' for path in record['sources']) + '.', '']
+  span = lambda s: f'{s["mean"]:.4f} ({s["min"]:.4f}-{s["max"]:.4f})'
+  steps = lambda values: f'{min(values):,}-{max(values):,}' if values else 'none'
+  lines += ['| variant | seeds at 98% | to 95% (steps) | to 98% (steps) | final (test) | validation | close pairs 10-15 px | '
+            + ' | '.join(f'L_{k}' for k in ks) + ' | z_pres grad variance (median) |', '|---' * (8 + len(ks)) + '|']
+  for s in record['summary']:
+    lines.append(f'| {s["variant"]} | {s["reached_98"]} of {len(s["seeds"])} | {steps(s["steps_to_95"])} | '
+                 f'{steps(s["steps_to_98"])} | {span(s["final_accuracy"])} | {span(s["validation_accuracy"])} | '
+                 + (f'{s["close_pairs"]["mean"]:.3f} ({s["close_pairs"]["min"]:.3f}-{s["close_pairs"]["max"]:.3f})'
+                    if s['close_pairs'] else '') + ' | '
+                 + ' | '.join(f'{s["bounds"][k]["mean"]:.1f}' for k in ks) + f' | {s["gradient_variance_median"]:.3g} |')
+  lines += ['', '(Means over the seeds, min-max in brackets; bounds in nats.) Each run:', '',
+            '| variant | seed | to 95% (step, s) | to 98% (step, s) | final | close pairs 10-15 px | validation | '
+            + ' | '.join(f'L_{k}' for k in ks) + ' | z_pres grad variance | train s |',
+            '|---' * (9 + len(ks)) + '|']
   cell = lambda c: 'not reached' if c is None else f'{c[0]:,}, {c[1]:.0f}'
   for r in rows:
     close = r.get('accuracy_by_layout', {}).get('nearest pair 10-15 px')
@@ -142,6 +181,23 @@ def markdown(rows, record) -> str:
                  + ' | '.join(f'{r["bounds"][k]["mean"]:.1f} +- {r["bounds"][k]["standard_error"]:.1f}' for k in ks)
                  + f' | {r["gradient"]["variance"]:.3g} | {r["train_seconds"]:.0f} |')
   return '\n'.join(lines) + '\n'
+
+
+def train_variants(root: pathlib.Path, seeds) -> list:
+  """Each variant of --variants over seeds, one run after the other: their rows (run_figures)."""
+  log = lambda line: print(line, flush=True)
+  rows = []
+  for variant in _VARIANTS.value:
+    for seed in seeds:
+      config = variant_config(_CONFIG.value, variant)
+      config.seed = seed
+      workdir = root / variant / f'seed{seed}'
+      log(f'{variant}, seed {seed}: {workdir}')
+      try:
+        rows.append(run_figures(variant, seed, config, workdir, log))
+      except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
+        launch.fail(str(e))
+  return rows
 
 
 def main(argv):
@@ -163,21 +219,28 @@ def main(argv):
   output = pathlib.Path(_OUTPUT.value)
   if not output.parent.is_dir():
     launch.fail(f'--output: no such directory: {output.parent}')
-  root = pathlib.Path(_WORKDIR.value)
-  log = lambda line: print(line, flush=True)
-  rows = []
-  for variant in _VARIANTS.value:
-    for seed in seeds:
-      config = variant_config(_CONFIG.value, variant)
-      config.seed = seed
-      workdir = root / variant / f'seed{seed}'
-      log(f'{variant}, seed {seed}: {workdir}')
+  if _COMBINE.value:
+    if _WORKDIR.value:
+      launch.fail('--combine reads finished runs from their JSON files: give it without --workdir')
+    rows, sources_read = [], []
+    for path in _COMBINE.value:
       try:
-        rows.append(run_figures(variant, seed, config, workdir, log))
-      except (ValueError, FileNotFoundError, train.NonFiniteError, sources.UnavailableError) as e:
-        launch.fail(str(e))
-  record = dict(launch.provenance('python experiments/estimators.py'),
-                config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
+        rows += json.loads(pathlib.Path(path).read_text())['runs']
+      except (OSError, ValueError, KeyError, TypeError) as e:
+        launch.fail(f'--combine: {path} is not a results file of this command ({type(e).__name__}: {e})')
+      sources_read.append(path)
+    runs = [(r['variant'], r['seed']) for r in rows]
+    repeated = sorted({run for run in runs if runs.count(run) > 1})
+    if repeated:
+      launch.fail(f'--combine: the files hold these (variant, seed) runs more than once: {repeated}')
+    record = dict(launch.provenance('python experiments/estimators.py'), sources=sources_read, runs=rows)
+  else:
+    if not _WORKDIR.value:
+      launch.fail('--workdir is required (the runs\' folder), unless --combine names finished results')
+    rows = train_variants(pathlib.Path(_WORKDIR.value), seeds)
+    record = dict(launch.provenance('python experiments/estimators.py'),
+                  config=json.loads(_CONFIG.value.to_json_best_effort()), runs=rows)
+  record['summary'] = summarize(rows)
   page = markdown(rows, record)
   wrote = launch.write_results(_OUTPUT.value, record, page)
   print(page)

@@ -27,3 +27,17 @@ def test_a_variant_smoke_run_writes_the_table(tmp_path, mnist_dir):
   bad = subprocess.run(command[:3] + ['--variants=reinforce', f'--output={output}'], capture_output=True, text=True,
                        env=helpers.subprocess_env(), timeout=600)
   helpers.assert_one_error_line(bad, (), '--variants', returncode=1)
+  (summary,) = record['summary']
+  assert summary['variant'] == 'nvil_prior_0.01' and summary['seeds'] == [0]
+  assert summary['final_accuracy']['mean'] == row['final_accuracy']
+
+  # --combine: the finished runs of results files into one table, nothing trained.
+  combined = tmp_path / 'combined'
+  combine = command[:2] + [f'--combine={output}.json', f'--output={combined}']
+  run = subprocess.run(combine, capture_output=True, text=True, env=helpers.subprocess_env(), timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert json.loads(combined.with_suffix('.json').read_text())['runs'] == [row]
+  assert f'| nvil_prior_0.01 | {summary["reached_98"]} of 1 |' in combined.with_suffix('.md').read_text()
+  twice = subprocess.run(command[:2] + [f'--combine={output}.json,{output}.json', f'--output={combined}'],
+                         capture_output=True, text=True, env=helpers.subprocess_env(), timeout=600)
+  helpers.assert_one_error_line(twice, (), 'more than once', returncode=1)
