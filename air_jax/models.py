@@ -23,7 +23,8 @@ from air_jax.cores import recurrent
 
 # config.model.inference -> (its options class: from_config(config.model) checks them, .slots is the
 # number of object slots; its Flax module: Core(options, scene kind), needs_cells says whether the
-# kind must place objects in cells).
+# kind must place objects in cells, check_scene(options, scene kind) raises ValueError where the
+# options do not fit the kind's images).
 CORES: Dict[str, Tuple[Any, Type[nn.Module]]] = {
     'recurrent': (recurrent.RecurrentOptions, recurrent.RecurrentCore),
     'parallel': (parallel.ParallelOptions, parallel.ParallelCore),
@@ -58,6 +59,7 @@ def build(config: ml_collections.ConfigDict) -> Models:
   if config.objective.z_pres_estimator != 'nvil' and not scene.relaxable:
     raise ValueError(f"config.objective.z_pres_estimator {config.objective.z_pres_estimator!r} needs object "
                      f"latents that are all reparameterised, which {scene.name} has not: use 'nvil'")
+  core_class.check_scene(options, scene)
   core = core_class(options, scene)
   baseline = modules.Baseline(config.model.baseline_hidden, dtype=jnp.dtype(config.model.matmul_dtype))
   return Models(config=config, scene=scene, core=core, baseline=baseline)

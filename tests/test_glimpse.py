@@ -180,3 +180,24 @@ class TestGradients:
       assert f(z_where).dtype == jnp.float64
       self.check(f, z_where)
 
+
+
+def test_a_frame_reads_and_writes_a_crop_as_the_whole_canvas_does():
+  """Windows inside a crop (glimpse.Frame: its centre and side) sample the same pixels there as on
+  the whole canvas; a window half outside the crop keeps only its part inside."""
+  image = jnp.asarray(np.stack([smooth_image((40, 40), phase) for phase in (0.0, 1.0, 2.0)]), jnp.float32)
+  z_where = jnp.array([[-2.0, 0.1, -0.2], [-1.5, -0.1, 0.25], [-2.5, 0.05, 0.0]])  # inside the crop
+  top, side = 10, 24  # rows and columns 10..33: its centre lies at (2 * 10 + 24) / 40 - 1 = 0.1
+  frame = glimpse.Frame(jnp.full((3, 2), 0.1), side / 40)
+  crop = lambda x: x[:, top:top + side, top:top + side]
+  patches = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 8, 8)), jnp.float32)
+  whole = glimpse.write(patches, z_where, (40, 40))
+  local = glimpse.write(patches, z_where, (side, side), frame)
+  np.testing.assert_allclose(local, crop(whole), atol=1e-5)
+  np.testing.assert_allclose(local.sum(), whole.sum(), rtol=1e-5)  # all its ink lies inside
+  np.testing.assert_allclose(glimpse.read(crop(image), z_where, (8, 8), frame), glimpse.read(image, z_where, (8, 8)),
+                             atol=1e-5)
+  outside = z_where.at[:, 1].set(0.95)  # centred on the crop's right edge: half of it is cut
+  cut = glimpse.write(patches, outside, (side, side), frame)
+  np.testing.assert_allclose(cut, crop(glimpse.write(patches, outside, (40, 40))), atol=1e-5)
+  assert 0 < float(cut.sum()) < 0.9 * float(glimpse.write(patches, outside, (40, 40)).sum())

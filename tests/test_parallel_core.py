@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from air_jax import cores
+from air_jax import glimpse
 from air_jax import infer
 from air_jax import loss as loss_lib
 from air_jax import models as models_lib
@@ -205,6 +206,8 @@ def test_bad_parallel_settings_are_refused():
                                 ('image_conv_features', (), 'at least one convolution'),
                                 ('cell_hidden', 0, 'cell_hidden must be positive'),
                                 ('cell_order', 'diagonal', "cell_order must be one of \\('parallel', 'raster'\\)"),
+                                ('cell_reach', -1, 'cell_reach must be an int >= 0'),
+                                ('cell_reach', 2, 'cell_reach 2 is too small'),
                                 ('boundary_penalty', -1.0, 'boundary_penalty must be >= 0'),
                                 ('boundary_width', 4, r'boundary_width must be in \(0, patch_size / 2 = 4.0\)')):
     config = parallel_config()
@@ -216,3 +219,42 @@ def test_bad_parallel_settings_are_refused():
   config.model.inference, config.model.grid_size, config.model.cell_hidden = 'parallel', 2, 8
   with pytest.raises(ValueError, match="needs a scene kind that places objects in cells"):
     models_lib.build(config)
+
+
+@pytest.mark.parametrize('cell_order', ['raster', 'parallel'])
+def test_cells_in_crops_are_the_same_model_while_windows_lie_inside(cell_order):
+  """model.cell_reach: each cell reads and draws in its crop (parallel.CellCrops), and 'raster' takes
+  its residual there; with every window inside its crop the output is the whole canvas's, and the
+  parameters are the same."""
+  outputs = []
+  for reach in (0, 5):
+    config = parallel_config(grid=4, cell_order=cell_order)
+    config.data.canvas_size, config.model.cell_reach = 64, reach
+    models = models_lib.build(config)
+    images = jax.random.uniform(jax.random.key(1), (3, 64, 64))
+    params = helpers.compiled(models.core.init)({'params': jax.random.key(0), 'sample': jax.random.key(1)}, images[:1])['params']
+    outputs.append(helpers.compiled(models.core.apply)({'params': params}, images, rngs={'sample': jax.random.key(2)}))
+  whole, local = outputs
+  crops = parallel.CellCrops.build(64, 4, 5)
+  assert crops.side == 80 and local.objects['image'].shape == (3, 16, 80, 80)  # each object on its crop
+  windows = glimpse.window_size(whole.objects['z_where'][..., 0]) * 64
+  offsets = np.abs(np.asarray(whole.objects['z_where'][..., 1:]) - parallel.cell_centres(4)[None]) * 32
+  assert float((windows / 2 + offsets.max(-1)).max()) < crops.side / 2  # every window inside its crop
+  np.testing.assert_allclose(local.canvas, whole.canvas, atol=2e-5)
+  np.testing.assert_allclose(local.z_pres_logits, whole.z_pres_logits, atol=1e-5)
+  np.testing.assert_array_equal(local.z_pres, whole.z_pres)
+
+
+def test_the_crops_residual_is_the_whole_canvas_residual_around_the_cell():
+  crops = parallel.CellCrops.build(128, 10, 4)
+  assert crops.side == 52 and crops.pad > 0
+  rng = np.random.default_rng(0)
+  images, canvas = (jnp.asarray(rng.uniform(size=(2, 128, 128)), jnp.float32) for _ in range(2))
+  np.testing.assert_allclose(parallel.resize_matrix(40, 128) @ np.asarray(images[0]) @ parallel.resize_matrix(40, 128).T,
+                             jax.image.resize(images[0], (40, 40), 'linear'), atol=1e-5)
+  for cell in (0, 9, 45, 99):
+    residual = crops.cut(crops.padded(images - canvas), cell)
+    np.testing.assert_allclose(crops.residual_context(residual, cell),
+                               parallel.residual_context(images, canvas, jnp.asarray(cell), 10), atol=1e-5)
+  with pytest.raises(ValueError, match='cell_reach 3 is too small'):
+    parallel.CellCrops.build(128, 10, 3)  # the 3 x 3 cells' resize reaches a little past them

@@ -37,6 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # SPAIR with DAIR's residual: 99.1% on validation at step 3,000 of the default task) or at
       # once ('parallel', as SPACE: neighbours split digits, <52%; docs/results/crowded.md).
       cell_order='raster',
+      # 'parallel': each cell reads and draws in a square crop of this many cells' side around it
+      # (its window clipped there), so a cell's cost grows with the crop, not the canvas; 0: the
+      # whole canvas. At least 4 (the 'raster' residual's 3 x 3 cells and its resize's reach).
+      cell_reach=0,
       difference_input=False,  # True: DAIR (the LSTM sees image - canvas so far)
       memoryless=False,       # DAIR only: step i sees x - canvas_<i and nothing else (no LSTM memory)
       # The image encoder phi (air_jax.cores.recurrent): () = the pixels, linearly projected into the LSTM

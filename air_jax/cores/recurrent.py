@@ -121,6 +121,10 @@ class RecurrentCore(nn.Module):
   sequential: ClassVar[bool] = True  # step i's decisions change every later step (objectives.elbo_terms)
   needs_cells: ClassVar[bool] = False
 
+  @staticmethod
+  def check_scene(options: RecurrentOptions, scene: base.SceneKind) -> None:
+    """Any scene kind's images fit (its options were checked by RecurrentOptions.from_config)."""
+
   @nn.compact
   def __call__(self, images: jax.Array, use_mode: bool = False, relaxation: Relaxation | None = None) -> CoreOutput:
     options = self.options

@@ -36,6 +36,9 @@ class Cell(NamedTuple):
   half_size times a latent offset u whose prior is N(0, 1) (the kind's KLs read the offset)."""
   centre: jax.Array  # [B, 2]
   half_size: float   # half the cell's side
+  # The crop of the canvas around the cell that the core passes as the images (and as the canvas
+  # to draw on), in the kind's position coordinates (a glimpse.Frame for 2D); None: the whole canvas.
+  frame: Any = None
 
 
 class SceneKind(abc.ABC):

@@ -37,7 +37,8 @@ def accuracy_by_layout(scenes, inferred, max_count):
 
 class Scene(base.SceneKind):
   """Multi-MNIST: objects {z_where_loc, z_where_scale, z_where [.., 3], z_what_loc, z_what_scale,
-  z_what [.., D], image [.., H, W] (the decoded object on the canvas, before z_pres)}."""
+  z_what [.., D], image [.., H, W] (the decoded object on the canvas, before z_pres; on the crop
+  the core passed, for a Cell with a frame)}."""
 
   name = 'multi_mnist'
   evaluators = ('multi_mnist_layout',)
@@ -87,13 +88,13 @@ class Scene(base.SceneKind):
     cfg, dtype = self.model, self.dtype
     where_loc, where_scale = head
     latent = where_loc if key_fn is None else where_loc + where_scale * jax.random.normal(key_fn(), where_loc.shape)
-    cell_objects = {}
+    cell_objects, frame = {}, None
     if cell is None:
       z_where = latent
     else:  # (s, u): the window's centre is the cell's centre + half_size u
       z_where = jnp.concatenate([latent[:, :1], cell.centre + cell.half_size * latent[:, 1:]], -1)
-      cell_objects = dict(z_where_offset=latent)
-    glimpses = glimpse.read(images, z_where, (cfg.glimpse_size, cfg.glimpse_size))
+      cell_objects, frame = dict(z_where_offset=latent), cell.frame
+    glimpses = glimpse.read(images, z_where, (cfg.glimpse_size, cfg.glimpse_size), frame)
     what_loc, what_scale = modules.ObjectEncoder(cfg.encoder_hidden, cfg.z_what_size, dtype=dtype,
                                                  name='object_encoder')(glimpses)
     z_what = what_loc if key_fn is None else what_loc + what_scale * jax.random.normal(key_fn(), what_loc.shape)
@@ -102,7 +103,7 @@ class Scene(base.SceneKind):
       cell_objects['patch'] = patches
     objects = dict(z_where_loc=where_loc, z_where_scale=where_scale, z_where=z_where,
                    z_what_loc=what_loc, z_what_scale=what_scale, z_what=z_what,
-                   image=glimpse.write(patches, z_where, images.shape[1:]), **cell_objects)
+                   image=glimpse.write(patches, z_where, images.shape[1:], frame), **cell_objects)
     return objects, jnp.concatenate([z_where, z_what], axis=-1)
 
   def decoder(self, name=None) -> modules.ObjectDecoder:
@@ -194,9 +195,11 @@ class Scene(base.SceneKind):
     glimpses = jnp.stack([glimpse.read(images, z_where[:, i], size) for i in range(steps)], axis=1)
     patches = self.decoder().apply({'params': params['step']['object_decoder']},
                                    out.objects['z_what'].reshape(batch * steps, -1))
+    patches = patches.reshape(batch, steps, cfg.patch_size, cfg.patch_size)
+    # Each object on the whole canvas (a core drawing in crops keeps only the crop in objects['image']).
+    parts = jnp.stack([glimpse.write(patches[:, i], z_where[:, i], images.shape[1:]) for i in range(steps)], axis=1)
     return dict(canvas=out.canvas, z_pres=out.z_pres, boxes=glimpse.boxes(z_where, images.shape[1:]),
-                glimpses=glimpses, patches=patches.reshape(batch, steps, cfg.patch_size, cfg.patch_size),
-                parts=out.objects['image'])
+                glimpses=glimpses, patches=patches, parts=parts)
 
   def grid_arguments(self, arrays):
     return {k: arrays[k] for k in ('canvas', 'z_pres', 'boxes', 'glimpses', 'patches', 'parts')}
