@@ -10,7 +10,8 @@ blocks of --steps steps), with XLA's memory of the step. Variants (configs/crowd
 recurrent core reading the pixels densely ('recurrent_dense', the paper's encoder: a [H W, 4 L]
 projection) or through two strided convolutions ('recurrent_conv'), and the parallel core with the smallest square
 grid the crowded tasks give the canvas (cells of ~CELL_PIXELS, configs/crowded.py; more if N needs
-them), its cells deciding in raster order ('parallel_raster', the default) or at once
+them; each cell in its crop of CELL_REACH cells on grids larger than that), its cells deciding in
+raster order ('parallel_raster', the default) or at once
 ('parallel_at_once'): its cost follows the canvas, not N, so each of its (slots, canvas) is timed
 once. Writes <output>.json and <output>.md.
 """
@@ -47,6 +48,7 @@ def variant_config(variant: str, objects: int, canvas: int, smoke: bool):
   config.objective.z_where_prior_loc = (crowded.window_prior_logit(canvas),) + tuple(config.objective.z_where_prior_loc[1:])
   config.model.max_steps = objects
   config.model.grid_size = max(round(canvas / crowded.CELL_PIXELS), math.ceil(math.sqrt(objects)))
+  config.model.cell_reach = crowded.cell_reach(config.model.grid_size)
   return config
 
 

@@ -44,6 +44,7 @@ def test_a_core_is_named_after_the_task(arg, inference, conv, order):
   assert config.model.inference == inference and tuple(config.model.image_conv_features) == conv
   assert order is None or config.model.cell_order == order
   assert config.model.max_steps == crowded.TASKS[arg[0]][1] + 1
+  assert config.model.cell_reach == (0 if arg[0] == 'a' else crowded.CELL_REACH)  # crops where smaller than the canvas
 
 
 def test_task_c_trains_resumes_and_infers_with_the_parallel_core(tmp_path, mnist_dir):

@@ -16,7 +16,10 @@ boxes, held-out scenes of MNIST test digits). What changes with the task:
   the LSTM gates is 16,384 x 1,024 weights);
 - fewer training scenes on the larger canvases (each 128x128 scene holds 4.5 digits on average);
 - the parallel core's grid (model.grid_size, used with --config.model.inference=parallel) keeps
-  cells of about CELL_PIXELS, the default's 4 x 4 cells on 50x50: 4, 6 and 10 cells per side.
+  cells of about CELL_PIXELS, the default's 4 x 4 cells on 50x50: 4, 6 and 10 cells per side; on
+  grids of more than CELL_REACH cells per side each cell reads and draws in a crop CELL_REACH cells
+  wide (model.cell_reach: the same model while its window lies inside, a cell's cost no longer
+  growing with the canvas).
 """
 import ml_collections
 
@@ -25,6 +28,7 @@ from air_jax.configs import multi_mnist
 
 WINDOW_PIXELS = 35.0  # the default's prior window: window_size(0.7) of a 50 px canvas
 CELL_PIXELS = 12.5    # the parallel core's cell side on the default's 50 px canvas (4 x 4 cells)
+CELL_REACH = 4        # the parallel core's crop, in cells per side (model.cell_reach), on larger grids
 # task -> (canvas side, the most digits, training scenes)
 TASKS = {'a': (50, 3, 60_000), 'b': (80, 5, 40_000), 'c': (128, 9, 20_000)}
 # The inference cores measured side by side (experiments/cost.py, experiments/device_check.py):
@@ -44,6 +48,11 @@ def window_prior_logit(canvas: int) -> float:
   return round(float(glimpse.window_logit(WINDOW_PIXELS / canvas)), 4)
 
 
+def cell_reach(grid_size: int) -> int:
+  """model.cell_reach for a grid: CELL_REACH cells where the crop is smaller than the canvas, else 0."""
+  return CELL_REACH if grid_size > CELL_REACH else 0
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: the task ('a', 'b' or 'c'), optionally followed by ',<core>' (a name of CORES; default
   the recurrent core with the convolutional encoder) and/or ',smoke' (a tiny model and run)."""
@@ -59,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.train_counts = config.data.eval_counts = tuple(range(most + 1))
   config.model.max_steps = most + 1
   config.model.grid_size = round(canvas / CELL_PIXELS)
+  config.model.cell_reach = cell_reach(config.model.grid_size)
   config.model.image_conv_features = (8, 16) if smoke else (32, 64)
   _, x, y = config.objective.z_where_prior_loc
   config.objective.z_where_prior_loc = (window_prior_logit(canvas), x, y)
