@@ -1,5 +1,6 @@
 """modules.matmul: float32 is a plain matmul; bfloat16 rounds the operands of y and dx, not dW's g.
 modules.Baseline: an MLP on [f, h_i] whose first layer projects f once per image."""
+import flax.linen as nn
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -137,3 +138,37 @@ def test_baseline_first_layer_is_initialised_as_one_lecun_normal_kernel():
                                              jnp.zeros((1, 3, 256)))['params']
   for name in ('image_layer', 'hidden_layer'):
     np.testing.assert_allclose(np.std(params[name]['dense']['kernel']), (1024 + 256) ** -0.5, rtol=0.05)
+
+
+@pytest.mark.parametrize('size', [(9, 12), (16, 15)])  # odd and even sides: both 'SAME' paddings
+def test_the_strided_convolution_and_its_gradient_are_laxs(size):
+  """modules.conv3x3_stride2: lax's convolution forward, its own (tap by tap) gradient backward."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2,) + size + (3,)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(2, -(-size[0] // 2), -(-size[1] // 2), 4)), jnp.float32)
+  by_lax = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(modules.conv3x3_stride2(x, kernel), by_lax(x, kernel), rtol=1e-6)
+  loss = lambda conv: lambda x, k: (jnp.tanh(conv(x, k)) * weights).sum()
+  ours, expected = jax.grad(loss(modules.conv3x3_stride2), (0, 1))(x, kernel), jax.grad(loss(by_lax), (0, 1))(x, kernel)
+  for a, b in zip(ours, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_features_keep_nn_convs_parameters():
+  """ConvFeatures' layers are named and initialised as nn.Conv's were: earlier checkpoints load."""
+
+  class WithFlaxConvs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = x[..., None]
+      for size in (4, 6):
+        x = nn.relu(nn.Conv(size, (3, 3), strides=2)(x))
+      return x.reshape(x.shape[0], -1)
+
+  images = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 20, 20)), jnp.float32)
+  ours = modules.ConvFeatures((4, 6)).init(jax.random.key(3), images)
+  theirs = WithFlaxConvs().init(jax.random.key(3), images)
+  jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+  np.testing.assert_allclose(modules.ConvFeatures((4, 6)).apply(ours, images), WithFlaxConvs().apply(theirs, images),
+                             rtol=1e-6)
