@@ -111,8 +111,8 @@ def conv3x3_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   of stride 2 (lax.conv_general_dilated). Its gradient is written as nine taps: with x~ the padded
   input and x~_t its stride-2 view at tap t = (dy, dx),
       dkernel[t] = x~_t^T g,      dx~ = sum_t (g kernel[t]^T placed on x~_t's pixels),
-  matmuls and interior pads that XLA's CPU backend runs ~3x faster than its convolution transposes
-  (a train step of the parallel core on 128 px, measured: docs/results/crowded.md)."""
+  matmuls and interior pads that XLA's CPU backend runs faster than its convolution transposes
+  (the convolutional recurrent core's train step on 128 px: 1.46x; docs/results/crowded.md)."""
   return _conv3x3_stride2(x, kernel)
 
 
