@@ -19,8 +19,8 @@ gradient is a scatter: no faster, measured).
 
 Both may work on a crop of the canvas instead (a Frame: the crop's centre c_f and its side f as a
 fraction of the canvas side): the window becomes w / f wide at (c - c_f) / f in the crop's own
-coordinates, so a window inside the crop samples the same pixels as on the whole canvas, and what
-lies outside the crop is not read (zeros) or not written.
+coordinates, so a window inside the crop (with a pixel of bilinear margin) samples the same pixels
+as on the whole canvas, and what lies outside the crop is not read (zeros) or not written.
 """
 from typing import NamedTuple, Optional, Tuple
 

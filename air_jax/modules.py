@@ -112,7 +112,8 @@ def conv3x3_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   input and x~_t its stride-2 view at tap t = (dy, dx),
       dkernel[t] = x~_t^T g,      dx~ = sum_t (g kernel[t]^T placed on x~_t's pixels),
   matmuls and interior pads that XLA's CPU backend runs faster than its convolution transposes
-  (the convolutional recurrent core's train step on 128 px: 1.46x; docs/results/crowded.md)."""
+  (the convolutional recurrent core's train step on 128 px: 1.46x; docs/results/crowded.md).
+  Reverse mode only (a custom_vjp: no jax.jvp through it); StridedConv uses it on the CPU only."""
   return _conv3x3_stride2(x, kernel)
 
 
@@ -141,14 +142,17 @@ conv3x3_stride2.defvjp(_conv_forward, _conv_backward)
 
 class StridedConv(nn.Module):
   """nn.Conv(features, (3, 3), strides=2) with the same parameters (kernel [3, 3, C, F], lecun
-  normal; bias [F], zeros), through conv3x3_stride2."""
+  normal; bias [F], zeros): through conv3x3_stride2 on the CPU, lax's own gradient elsewhere
+  (accelerators' convolution gradients were not measured against it)."""
   features: int
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return conv3x3_stride2(x, kernel) + bias
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+    conv = conv3x3_stride2 if jax.default_backend() == 'cpu' else _conv3x3_stride2
+    return conv(x, kernel) + bias
 
 
 class ConvFeatures(nn.Module):

@@ -200,6 +200,50 @@ def train_variants(root: pathlib.Path, seeds) -> list:
   return rows
 
 
+ROW_KEYS = ('variant', 'seed', 'crossings', 'final_accuracy', 'validation_accuracy', 'bounds', 'gradient',
+            'train_seconds', 'figures_of')
+IGNORED_CONFIG_KEYS = ('seed', 'data.data_dir')  # the base config's seed (each run sets its own); where MNIST lies
+
+
+def flat(tree, prefix='') -> dict:
+  """{'section.name': value} of a nested dict."""
+  items = {}
+  for name, value in tree.items():
+    items.update(flat(value, f'{prefix}{name}.') if isinstance(value, dict) else {f'{prefix}{name}': value})
+  return items
+
+
+def combined_rows(paths) -> list:
+  """The runs of results files this command wrote (training mode), after checking that they can
+  share a table: every row whole, no (variant, seed) twice, the figures computed alike, and the
+  files' base configs equal wherever both set a value. Ends the program with one line otherwise."""
+  rows, configs = [], []
+  for path in paths:
+    try:
+      record = json.loads(pathlib.Path(path).read_text())
+      rows += record['runs']
+      configs.append((path, flat(record['config'])))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      launch.fail(f'--combine: {path} is not a results file of this command\'s training mode ({type(e).__name__}: {e})')
+    missing = [key for row in record['runs'] for key in ROW_KEYS if not isinstance(row, dict) or key not in row]
+    if missing:
+      launch.fail(f'--combine: {path} has runs without {sorted(set(missing))}')
+  runs = [(r['variant'], r['seed']) for r in rows]
+  repeated = sorted({run for run in runs if runs.count(run) > 1})
+  if repeated:
+    launch.fail(f'--combine: the files hold these (variant, seed) runs more than once: {repeated}')
+  figures = {json.dumps(r['figures_of'], sort_keys=True) for r in rows}
+  if len(figures) > 1:
+    launch.fail(f'--combine: the runs\' figures were computed with different flags: {sorted(figures)}')
+  (first, reference), *others = configs
+  for path, config in others:
+    differ = sorted(key for key in set(reference) & set(config)
+                    if reference[key] != config[key] and key not in IGNORED_CONFIG_KEYS)
+    if differ:
+      launch.fail(f'--combine: {path} and {first} were run with different configs ({", ".join(differ)})')
+  return rows
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
@@ -222,18 +266,8 @@ def main(argv):
   if _COMBINE.value:
     if _WORKDIR.value:
       launch.fail('--combine reads finished runs from their JSON files: give it without --workdir')
-    rows, sources_read = [], []
-    for path in _COMBINE.value:
-      try:
-        rows += json.loads(pathlib.Path(path).read_text())['runs']
-      except (OSError, ValueError, KeyError, TypeError) as e:
-        launch.fail(f'--combine: {path} is not a results file of this command ({type(e).__name__}: {e})')
-      sources_read.append(path)
-    runs = [(r['variant'], r['seed']) for r in rows]
-    repeated = sorted({run for run in runs if runs.count(run) > 1})
-    if repeated:
-      launch.fail(f'--combine: the files hold these (variant, seed) runs more than once: {repeated}')
-    record = dict(launch.provenance('python experiments/estimators.py'), sources=sources_read, runs=rows)
+    rows = combined_rows(_COMBINE.value)
+    record = dict(launch.provenance('python experiments/estimators.py'), sources=list(_COMBINE.value), runs=rows)
   else:
     if not _WORKDIR.value:
       launch.fail('--workdir is required (the runs\' folder), unless --combine names finished results')

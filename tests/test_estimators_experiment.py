@@ -41,3 +41,9 @@ def test_a_variant_smoke_run_writes_the_table(tmp_path, mnist_dir):
   twice = subprocess.run(command[:2] + [f'--combine={output}.json,{output}.json', f'--output={combined}'],
                          capture_output=True, text=True, env=helpers.subprocess_env(), timeout=600)
   helpers.assert_one_error_line(twice, (), 'more than once', returncode=1)
+  other = json.loads(output.with_suffix('.json').read_text())  # another seed, another likelihood
+  other['runs'][0]['seed'], other['config']['objective']['likelihood_scale'] = 1, 0.2
+  (tmp_path / 'other.json').write_text(json.dumps(other))
+  unlike = subprocess.run(command[:2] + [f'--combine={output}.json,{tmp_path / "other.json"}', f'--output={combined}'],
+                          capture_output=True, text=True, env=helpers.subprocess_env(), timeout=600)
+  helpers.assert_one_error_line(unlike, (), 'different configs (objective.likelihood_scale)', returncode=1)

@@ -207,7 +207,7 @@ def test_bad_parallel_settings_are_refused():
                                 ('cell_hidden', 0, 'cell_hidden must be positive'),
                                 ('cell_order', 'diagonal', "cell_order must be one of \\('parallel', 'raster'\\)"),
                                 ('cell_reach', -1, 'cell_reach must be an int >= 0'),
-                                ('cell_reach', 2, 'cell_reach 2 is too small'),
+                                ('cell_reach', True, 'cell_reach must be an int >= 0'),
                                 ('boundary_penalty', -1.0, 'boundary_penalty must be >= 0'),
                                 ('boundary_width', 4, r'boundary_width must be in \(0, patch_size / 2 = 4.0\)')):
     config = parallel_config()
@@ -215,6 +215,12 @@ def test_bad_parallel_settings_are_refused():
     (config.objective if field.startswith('boundary') else config.model)[field] = value
     with pytest.raises(ValueError, match=message):
       models_lib.build(config)
+  config = parallel_config(grid=4, cell_order='raster')
+  config.model.cell_reach = 2
+  with pytest.raises(ValueError, match="cell_reach 2 is too small .* a cell's residual reads beyond its crop"):
+    models_lib.build(config)  # the raster order's residual; cells at once read none
+  config.model.cell_order = 'parallel'
+  assert models_lib.build(config).core.options.cell_reach == 2
   config = shapes_3d_config.get_config('smoke')
   config.model.inference, config.model.grid_size, config.model.cell_hidden = 'parallel', 2, 8
   with pytest.raises(ValueError, match="needs a scene kind that places objects in cells"):

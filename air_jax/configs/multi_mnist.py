@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # SPAIR with DAIR's residual: 99.1% on validation at step 3,000 of the default task) or at
       # once ('parallel', as SPACE: neighbours split digits, <52%; docs/results/crowded.md).
       cell_order='raster',
-      # 'parallel': each cell reads and draws in a square crop of this many cells' side around it
+      # inference='parallel' only: each cell reads and draws in a square crop of this many cells' side around it
       # (its window clipped there), so a cell's cost grows with the crop, not the canvas; 0: the
       # whole canvas. At least 4 (the 'raster' residual's 3 x 3 cells and its resize's reach).
       cell_reach=0,

@@ -28,8 +28,9 @@ model.cell_order says how the cells decide:
 model.cell_reach R > 0: each cell reads its glimpse from, and draws its object into, a square crop
 of the canvas R cells wide centred on the cell (CellCrops; glimpse.Frame), and 'raster' takes its
 residual from that crop, so a cell costs O((R H / G)^2) pixels instead of O(H W) (SPAIR's local
-objects). The same model as R = 0 (the whole canvas) wherever each window lies inside its crop;
-ink beyond the crop is not drawn.
+objects). The same model as R = 0 (the whole canvas) wherever each window, with a pixel of
+bilinear margin (half a patch pixel for the write), lies inside its crop; ink beyond the crop is
+not drawn and image beyond it not read.
 """
 import dataclasses
 import functools
@@ -77,7 +78,7 @@ class ParallelOptions:
     if model.cell_order not in CELL_ORDERS:
       raise ValueError(f'config.model.cell_order must be one of {CELL_ORDERS}, got {model.cell_order!r}')
     reach = model.get('cell_reach', 0)
-    if not (isinstance(reach, int) and reach >= 0):
+    if isinstance(reach, bool) or not (isinstance(reach, int) and reach >= 0):
       raise ValueError(f'config.model.cell_reach must be an int >= 0 (cells per side of each cell\'s crop; '
                        f'0: the whole canvas), got {reach!r}')
     return cls(grid_size=model.grid_size, cell_hidden=int(model.cell_hidden),
@@ -130,7 +131,7 @@ class CellCrops:
   canvas; frame_centres [G^2, 2]: its centre (x, y) in the canvas's [-1, 1] coordinates; context
   [G K + 2K, canvas + 2 pad]: the 'raster' residual's resize (resize_matrix, K = CONTEXT_PIXELS
   rows of zeros and `pad` columns of zeros around), whose rows of a cell's 3 x 3 cells read only
-  its crop (checked)."""
+  its crop (checked when built with residual=True, for the raster order)."""
   canvas: int
   grid_size: int
   side: int
@@ -141,7 +142,7 @@ class CellCrops:
 
   @classmethod
   @functools.lru_cache(maxsize=None)
-  def build(cls, canvas: int, grid_size: int, reach: int) -> 'CellCrops':
+  def build(cls, canvas: int, grid_size: int, reach: int, residual: bool = True) -> 'CellCrops':
     cell = canvas / grid_size
     side = math.ceil(reach * cell - 1e-6)
     starts = np.round((np.arange(grid_size) + 0.5) * cell - side / 2).astype(np.int64)  # in the canvas
@@ -152,7 +153,7 @@ class CellCrops:
     frame_centres = np.stack([centre(columns.ravel()), centre(rows.ravel())], -1).astype(np.float32)
     k = CONTEXT_PIXELS
     context = np.pad(resize_matrix(grid_size * k, canvas), ((k, k), (pad, pad)))
-    for index, start in enumerate(starts + pad):  # rows of cells index-1..index+1 read only the crop
+    for index, start in enumerate(starts + pad if residual else ()):  # cells index-1..index+1 read only the crop
       band = context[index * k:(index + 3) * k]
       if np.abs(band[:, :start]).sum() + np.abs(band[:, start + side:]).sum() > 0:
         raise ValueError(f'config.model.cell_reach {reach} is too small for a {canvas} px canvas of {grid_size} '
@@ -196,7 +197,7 @@ def crops_of(options: ParallelOptions, image_shape) -> CellCrops | None:
   height, width = image_shape
   if height != width:
     raise ValueError(f'config.model.cell_reach needs a square canvas, got {height}x{width}: set it to 0')
-  return CellCrops.build(height, options.grid_size, options.cell_reach)
+  return CellCrops.build(height, options.grid_size, options.cell_reach, options.cell_order == 'raster')
 
 
 def residual_context(images, canvas_image, cell, grid_size: int) -> jax.Array:
