@@ -226,8 +226,8 @@ class RasterStep(nn.Module):
     """canvas and images: [B, H, W], or padded by the crops' pad when options.cell_reach > 0."""
     h_cell, centre, index = cell_inputs
     scene, half_size = self.scene, 1.0 / self.options.grid_size
-    crops = CellCrops.build(images.shape[1] - 2 * self.pad, self.options.grid_size, self.options.cell_reach) \
-        if self.options.cell_reach else None
+    side = images.shape[1] - 2 * self.pad
+    crops = crops_of(self.options, (side, side))
     if crops is None:
       context = residual_context(images, scene.canvas_image(canvas), index, self.options.grid_size)
       cell = base.Cell(centre, half_size)
