@@ -2,16 +2,18 @@
 and the count read from the importance weights beside q's mode (air_jax.bounds).
 
     python -m air_jax.evaluate --workdir=W [--num_samples=1,10,100,1000] [--num_images=1000]
+    python -m air_jax.evaluate --workdir=W --split=validation --num_images=5000
     python -m air_jax.evaluate --workdir=W --images=IN.npz [--output=OUT.json]
     air-jax-evaluate ...  (the same, installed)
 
-Without --images: the first --num_images scenes of the run's held-out split (config.data.eval_split),
-with their true counts. --images: an npz (images [N, H, W], optional counts [N]) or a folder of
+Without --images: the first --num_images scenes of the run's held-out split (config.data.eval_split,
+or --split), with their true counts. --images: an npz (images [N, H, W], optional counts [N]) or a folder of
 PNG/JPEG, as air_jax.infer reads them. Each image gets S draws from q (S the largest of
 --num_samples; each K must divide S): L_K is the mean over the S / K groups of K draws, L_1 the
 ELBO. Reported: each L_K's mean over images with its standard error (and per true count), the
-count accuracy of q's mode and of the count with the largest posterior weight. --output writes
-them as JSON. Bad input ends with one line on stderr and exit status 1.
+count accuracy of q's mode and of the count with the largest posterior weight, each with its
+confusion and the kind's count evaluators (Multi-MNIST: accuracy by the nearest pair's distance).
+--output writes them as JSON. Bad input ends with one line on stderr and exit status 1.
 """
 import json
 import pathlib
@@ -25,6 +27,7 @@ import jax
 
 from air_jax import bounds
 from air_jax import checkpoints
+from air_jax import evaluators as evaluators_lib
 from air_jax import infer
 from air_jax import launch
 from air_jax import scenes
@@ -45,35 +48,46 @@ def parse_num_samples(text: str):
   return values
 
 
-def held_out_images(models, images_path, num_images: int):
-  """(images [M, H, W], true counts [M] or None, what they are) of --images or the held-out split."""
+def held_out_scenes(models, images_path, num_images: int, split: str | None = None):
+  """(scenes {image [M, H, W], count [M] if known, the kind's truth}, what they are, whether they
+  carry the kind's truth) of --images or of a split (default: the run's held-out split)."""
   if images_path:
     try:
       images, counts = images_lib.read(images_path, '--images', models.scene.image_shape[0], resize=True)
     except images_lib.ImagesError as e:
       raise infer.InputError(str(e)) from e
-    return images, counts, str(images_path)
+    return dict(image=images, **({} if counts is None else dict(count=counts))), str(images_path), False
   scene = models.scene
+  split = split or scene.eval_split
   try:
-    source = scene.scenes(scene.eval_split)
-  except ValueError as e:  # the kind's data are missing or bad (the images kind: a moved eval_path)
-    raise infer.InputError(f'the run\'s held-out split: {e}') from e
+    source = scene.scenes(split)
+  except ValueError as e:  # the kind's data are missing or bad, or no such split
+    raise infer.InputError(f'the run\'s {split} split: {e}') from e
   if not len(source):
-    raise infer.InputError(f'the run\'s {scene.eval_split} split has no scenes')
+    raise infer.InputError(f'the run\'s {split} split has no scenes')
   take = min(num_images, len(source))
-  batch = source.__getitems__(range(take))
-  counts = batch['count'] if scene.has_counts else None
-  return batch['image'], counts, f'the first {take} scenes of the {scene.eval_split} split'
+  batch = dict(source.__getitems__(range(take)))
+  if not scene.has_counts:
+    batch.pop('count', None)
+  return batch, f'the first {take} scenes of the {split} split', True
+
+
+def count_readings(scene, scenes: dict, readings: dict, with_truth: bool, max_count: int) -> dict:
+  """{reading: figures} of each reading of the count ({name: [M]}) against scenes['count']: the
+  'counts' evaluator's, and with the kind's truth (with_truth) its count evaluators'."""
+  names = ('counts',) + (tuple(scene.count_evaluators) if with_truth else ())
+  return {name: evaluators_lib.run(names, scenes, {'count': counts}, max_count) for name, counts in readings.items()}
 
 
 def run(workdir, num_samples: str = '1,10,100,1000', images_path=None, num_images: int = 1000,
-        batch_size: int = 100, seed: int = 0, log=print) -> dict:
+        batch_size: int = 100, seed: int = 0, log=print, split: str | None = None) -> dict:
   ks = parse_num_samples(num_samples)
   for name, value in (('num_images', num_images), ('batch_size', batch_size)):
     if value <= 0:
       raise infer.InputError(f'--{name} must be positive, got {value}')
   models = infer.load_models(workdir)
-  images, true_counts, what = held_out_images(models, images_path, num_images)
+  scenes_batch, what, with_truth = held_out_scenes(models, images_path, num_images, split)
+  images, true_counts = scenes_batch['image'], scenes_batch.get('count')
   if true_counts is not None and (true_counts < 0).any():
     true_counts = None  # some counts unknown (-1): bounds and counts are not scored per count
   params = infer.load_params(workdir, models)
@@ -91,8 +105,11 @@ def run(workdir, num_samples: str = '1,10,100,1000', images_path=None, num_image
                 draws=ks[-1], seconds=round(seconds, 1),
                 bounds=bounds.summarise(log_w, ks, true_counts))
   if true_counts is not None:
-    result['count_accuracy_mode'] = float((mode_counts == true_counts).mean())
-    result['count_accuracy_weights'] = float((posterior.argmax(-1) == true_counts).mean())
+    readings = count_readings(models.scene, scenes_batch, dict(mode=mode_counts, weights=posterior.argmax(-1)),
+                              with_truth, max_count)
+    result['count_accuracy_mode'] = readings['mode']['count_accuracy']
+    result['count_accuracy_weights'] = readings['weights']['count_accuracy']
+    result['count_readings'] = jax.tree.map(lambda v: v.tolist() if hasattr(v, 'tolist') else v, readings)
   result['counts_differ'] = int((posterior.argmax(-1) != mode_counts).sum())
   return result
 
@@ -106,6 +123,9 @@ def report(result: dict) -> str:
   if 'count_accuracy_mode' in result:
     lines.append(f'count accuracy: q\'s mode {result["count_accuracy_mode"]:.4f}, importance weights '
                  f'{result["count_accuracy_weights"]:.4f}')
+    mode, weights = (result['count_readings'][r].get('accuracy_by_layout', {}) for r in ('mode', 'weights'))
+    for layout, (accuracy, scenes_in) in mode.items():
+      lines.append(f'  {layout} ({scenes_in} scenes): q\'s mode {accuracy:.3f}, importance weights {weights[layout][0]:.3f}')
   lines.append(f'images whose weighted count differs from the mode\'s: {result["counts_differ"]}')
   return '\n'.join(lines)
 
@@ -116,6 +136,7 @@ def define_flags() -> None:
   flags.DEFINE_string('num_samples', '1,10,100,1000', 'K of the bounds L_K, each dividing the largest.')
   flags.DEFINE_string('images', None, 'npz or folder of PNG/JPEG to evaluate on (default: the held-out split).')
   flags.DEFINE_integer('num_images', 1000, 'Held-out scenes to evaluate on (without --images).')
+  flags.DEFINE_string('split', None, 'The split to evaluate on (without --images; default: the run\'s held-out split).')
   flags.DEFINE_integer('batch_size', 100, 'Images per compiled call (x up to 50 draws each).')
   flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
   flags.DEFINE_string('output', None, 'Also write the figures to this JSON file.')
@@ -133,7 +154,7 @@ def main(argv):
     launch.fail(f'--output: {output} is a directory or its folder does not exist')
   try:
     result = run(args.workdir, args.num_samples, args.images, args.num_images, args.batch_size, args.seed,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
+                 log=lambda s: print(s, file=sys.stderr, flush=True), split=args.split)
   except (infer.InputError, sources.UnavailableError) as e:
     launch.fail(str(e))
   print(report(result))

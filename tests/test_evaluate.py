@@ -34,6 +34,20 @@ def test_bounds_on_the_held_out_split(workdir):
   assert all(np.isfinite(result['bounds'][k]['standard_error']) for k in ('1', '2', '4'))
   assert set(result['bounds']['4']['per_count']) <= {'0', '1', '2'}
   assert 0 <= result['count_accuracy_mode'] <= 1 and 0 <= result['count_accuracy_weights'] <= 1
+  for reading in ('mode', 'weights'):  # each reading of the count scored by 'counts' and the layouts
+    figures = result['count_readings'][reading]
+    assert figures['count_accuracy'] == result[f'count_accuracy_{reading}']
+    confusion = np.asarray(figures['confusion'])
+    assert confusion.sum() == 6 and np.trace(confusion) == round(6 * figures['count_accuracy'])
+    assert sum(n for _, n in figures['accuracy_by_layout'].values()) > 0
+  json.dumps(result)  # the --output file holds it
+
+
+def test_another_split_and_a_bad_one(workdir):
+  result = evaluate.run(workdir, '2', num_images=4, batch_size=4, log=lambda _: None, split='validation')
+  assert result['images'] == 'the first 4 scenes of the validation split' and result['num_images'] == 4
+  with pytest.raises(infer.InputError, match='tset'):
+    evaluate.run(workdir, '2', num_images=4, split='tset')
 
 
 def test_bad_input_is_one_line(workdir, tmp_path):
@@ -57,6 +71,7 @@ def test_cli_on_images_writes_json(workdir, scene_batch, tmp_path):
   assert process.returncode == 0, process.stderr[-3000:]
   result = json.loads((tmp_path / 'out.json').read_text())
   assert result['num_images'] == 5 and set(result['bounds']) == {'1', '3'} and 'count_accuracy_weights' in result
+  assert 'accuracy_by_layout' not in result['count_readings']['weights']  # no boxes in an npz
   assert 'L_3' in process.stdout and 'count accuracy' in process.stdout
 
 

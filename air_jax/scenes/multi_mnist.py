@@ -41,7 +41,7 @@ class Scene(base.SceneKind):
   the core passed, for a Cell with a frame)}."""
 
   name = 'multi_mnist'
-  evaluators = ('multi_mnist_layout',)
+  evaluators = count_evaluators = ('multi_mnist_layout',)
   cells = True
 
   @property
