@@ -11,9 +11,9 @@ or --split), with their true counts. --images: an npz (images [N, H, W], optiona
 PNG/JPEG, as air_jax.infer reads them. Each image gets S draws from q (S the largest of
 --num_samples; each K must divide S): L_K is the mean over the S / K groups of K draws, L_1 the
 ELBO. Reported: each L_K's mean over images with its standard error (and per true count), the
-count accuracy of q's mode and of the count with the largest posterior weight, each with its
-confusion and the kind's count evaluators (Multi-MNIST: accuracy by the nearest pair's distance).
---output writes them as JSON. Bad input ends with one line on stderr and exit status 1.
+count accuracy of q's mode and of the count with the largest posterior weight, each scored by the
+kind's count-only evaluators (Multi-MNIST: accuracy by the nearest pair's distance and over scenes
+holding a 1; the confusions in --output). --output writes them as JSON. Bad input ends with one line on stderr and exit status 1.
 """
 import json
 import pathlib
@@ -48,10 +48,12 @@ def parse_num_samples(text: str):
   return values
 
 
-def held_out_scenes(models, images_path, num_images: int, split: str | None = None):
+def evaluation_scenes(models, images_path, num_images: int, split: str | None = None):
   """(scenes {image [M, H, W], count [M] if known, the kind's truth}, what they are, whether they
   carry the kind's truth) of --images or of a split (default: the run's held-out split)."""
   if images_path:
+    if split:
+      raise infer.InputError('--split and --images exclude each other (--split picks the run\'s own scenes)')
     try:
       images, counts = images_lib.read(images_path, '--images', models.scene.image_shape[0], resize=True)
     except images_lib.ImagesError as e:
@@ -74,8 +76,9 @@ def held_out_scenes(models, images_path, num_images: int, split: str | None = No
 
 def count_readings(scene, scenes: dict, readings: dict, with_truth: bool, max_count: int) -> dict:
   """{reading: figures} of each reading of the count ({name: [M]}) against scenes['count']: the
-  'counts' evaluator's, and with the kind's truth (with_truth) its count evaluators'."""
-  names = ('counts',) + (tuple(scene.count_evaluators) if with_truth else ())
+  'counts' evaluator's and, where the scenes carry the kind's truth (with_truth), the figures of
+  the kind's other count-only evaluators (air_jax.evaluators.COUNT_ONLY)."""
+  names = [n for n in scene.all_evaluators() if n in evaluators_lib.COUNT_ONLY] if with_truth else ['counts']
   return {name: evaluators_lib.run(names, scenes, {'count': counts}, max_count) for name, counts in readings.items()}
 
 
@@ -86,7 +89,7 @@ def run(workdir, num_samples: str = '1,10,100,1000', images_path=None, num_image
     if value <= 0:
       raise infer.InputError(f'--{name} must be positive, got {value}')
   models = infer.load_models(workdir)
-  scenes_batch, what, with_truth = held_out_scenes(models, images_path, num_images, split)
+  scenes_batch, what, with_truth = evaluation_scenes(models, images_path, num_images, split)
   images, true_counts = scenes_batch['image'], scenes_batch.get('count')
   if true_counts is not None and (true_counts < 0).any():
     true_counts = None  # some counts unknown (-1): bounds and counts are not scored per count
@@ -109,7 +112,7 @@ def run(workdir, num_samples: str = '1,10,100,1000', images_path=None, num_image
                               with_truth, max_count)
     result['count_accuracy_mode'] = readings['mode']['count_accuracy']
     result['count_accuracy_weights'] = readings['weights']['count_accuracy']
-    result['count_readings'] = jax.tree.map(lambda v: v.tolist() if hasattr(v, 'tolist') else v, readings)
+    result['count_readings'] = readings
   result['counts_differ'] = int((posterior.argmax(-1) != mode_counts).sum())
   return result
 
@@ -160,7 +163,8 @@ def main(argv):
   print(report(result))
   if output is not None:
     try:
-      output.write_text(json.dumps(dict(launch.provenance('python -m air_jax.evaluate'), **result), indent=1))
+      output.write_text(json.dumps(dict(launch.provenance('python -m air_jax.evaluate'), **result), indent=1,
+                                   default=lambda x: x.tolist()))
     except OSError as e:
       launch.fail(f'--output: cannot write {output} ({e})')
     print(f'wrote {output}')

@@ -8,8 +8,10 @@ z_pres_prob, the scene kind's summary) and returns named figures:
 
 'steps' and 'counts' serve every kind (SceneKind.all_evaluators says which run); a kind registers
 its own in its module with @register (Multi-MNIST's accuracy by layout, 3D's matched objects).
+An evaluator registered count_only reads no inferred field but the count: any reading of the count
+can be scored with it (air_jax.evaluate scores the count of the importance weights beside q's mode).
 """
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence, Set
 
 import numpy as np
 
@@ -17,14 +19,18 @@ from air_jax import metrics
 
 Evaluator = Callable[[Dict[str, np.ndarray], Dict[str, np.ndarray], int], Dict[str, Any]]
 REGISTRY: Dict[str, Evaluator] = {}
+COUNT_ONLY: Set[str] = set()  # the names of evaluators that read only inferred['count']
 
 
-def register(name: str):
-  """Decorator: registers an evaluator under name (a name is registered once)."""
+def register(name: str, count_only: bool = False):
+  """Decorator: registers an evaluator under name (a name is registered once); count_only: it
+  reads no inferred field but 'count'."""
   def add(evaluator: Evaluator) -> Evaluator:
     if name in REGISTRY:
       raise ValueError(f'an evaluator named {name!r} is registered already')
     REGISTRY[name] = evaluator
+    if count_only:
+      COUNT_ONLY.add(name)
     return evaluator
   return add
 
@@ -48,7 +54,7 @@ def steps_used(scenes, inferred, max_count):
               mean_steps=float(predicted.mean()))
 
 
-@register('counts')
+@register('counts', count_only=True)
 def count_accuracy(scenes, inferred, max_count):
   """count_accuracy and the confusion [max_count + 1]^2 (row: true count) against the scenes' counts."""
   true, predicted = scenes['count'], inferred['count']

@@ -48,9 +48,6 @@ class SceneKind(abc.ABC):
   making_sources: str = 'composing'  # what progress lines call making the cached sources
   has_counts: bool = True         # the data carry true object counts
   evaluators: Tuple[str, ...] = ()  # the kind's own air_jax.evaluators, after 'steps' and 'counts'
-  # Those of its evaluators that read no inferred field but the count: air_jax.evaluate scores the
-  # count read from the importance weights with them too, beside q's mode.
-  count_evaluators: Tuple[str, ...] = ()
   # Object latents all reparameterised and the rendering differentiable in z_pres: the 'concrete'
   # and 'vimco' z_pres estimators apply (air_jax.loss).
   relaxable: bool = True

@@ -27,7 +27,7 @@ COMPOSITIONS = ('sum', 'union')
 SPLITS = ('train', 'validation', 'test')
 
 
-@evaluators_lib.register('multi_mnist_layout')
+@evaluators_lib.register('multi_mnist_layout', count_only=True)
 def accuracy_by_layout(scenes, inferred, max_count):
   """accuracy_by_layout: count accuracy by the nearest pair's distance and over scenes holding a 1
   (multi_mnist.accuracy_by_layout), from the scenes' digit boxes and labels."""
@@ -41,7 +41,7 @@ class Scene(base.SceneKind):
   the core passed, for a Cell with a frame)}."""
 
   name = 'multi_mnist'
-  evaluators = count_evaluators = ('multi_mnist_layout',)
+  evaluators = ('multi_mnist_layout',)
   cells = True
 
   @property
